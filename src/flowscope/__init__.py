@@ -1,0 +1,7 @@
+"""flowscope: build, train, sample and look inside normalizing flows."""
+
+from . import distributions, transforms
+from .flow import Flow, LogProbParts
+
+__all__ = ["Flow", "LogProbParts", "distributions", "transforms"]
+__version__ = "0.1.0"

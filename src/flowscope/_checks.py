@@ -1,0 +1,79 @@
+"""Input validation shared by every public entry point.
+
+Every check raises a ``ValueError`` whose message names the argument, what was expected and what
+was received, so that bad input never turns into a silent NaN further down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["check_finite", "check_event_shape", "check_context", "check_positive", "check_interval"]
+
+
+def check_finite(name: str, x: Tensor) -> None:
+    """Raise if ``x`` holds NaN or inf values."""
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).sum().item()
+        raise ValueError(
+            f"{name}: expected finite values, got {bad} NaN/inf entr{'y' if bad == 1 else 'ies'} "
+            f"in a tensor of shape {tuple(x.shape)}"
+        )
+
+
+def check_event_shape(name: str, x: Tensor, event_shape: Sequence[int]) -> None:
+    """Raise unless ``x`` has shape ``(batch, *event_shape)``."""
+    event_shape = tuple(event_shape)
+    if x.dim() != len(event_shape) + 1 or tuple(x.shape[1:]) != event_shape:
+        raise ValueError(
+            f"{name}: expected shape (batch, {', '.join(map(str, event_shape))}), "
+            f"got {tuple(x.shape)}"
+        )
+
+
+def check_context(name: str, context: Tensor | None, context_features: int | None, batch: int) -> None:
+    """Raise unless ``context`` matches a transform's declared context size.
+
+    Args:
+        context: tensor of shape ``(batch, context_features)`` or None.
+        context_features: the size the transform was built with (None: unconditional).
+        batch: the batch size of the input the context goes with.
+    """
+    if context_features is None:
+        if context is not None:
+            raise ValueError(
+                f"{name}: this flow is unconditional (context_features=None), got a context of "
+                f"shape {tuple(context.shape)}"
+            )
+        return
+    if context is None:
+        raise ValueError(
+            f"{name}: this flow is conditional and expects a context of shape "
+            f"(batch, {context_features}), got None"
+        )
+    if context.dim() != 2 or context.shape[1] != context_features or context.shape[0] != batch:
+        raise ValueError(
+            f"{name}: expected shape ({batch}, {context_features}), got {tuple(context.shape)}"
+        )
+    check_finite(name, context)
+
+
+def check_positive(name: str, value: float) -> None:
+    """Raise unless ``value`` is a finite number > 0."""
+    if not (isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")):
+        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+
+
+def check_interval(name: str, x: Tensor, low: float, high: float) -> None:
+    """Raise unless every entry of ``x`` lies in the open interval ``(low, high)``."""
+    check_finite(name, x)
+    outside = (x <= low) | (x >= high)
+    if outside.any():
+        value = x[outside].flatten()[0].item()
+        raise ValueError(
+            f"{name}: expected values in the open interval ({low}, {high}), got "
+            f"{int(outside.sum())} outside it (e.g. {value:.6g})"
+        )

@@ -1,0 +1,1 @@
+"""Latent-space analysis: coherence, attribute directions, class fits, clustering."""

@@ -1,0 +1,21 @@
+"""Bijections with exact log-determinants (see ``base`` for the direction convention).
+
+Each module defines ``__all__``; this package re-exports all of them, and the property test
+(tests/test_transform_properties.py) checks that every exported ``Transform`` has a case.
+"""
+
+from . import autoregressive, base, coupling, elementwise, linear, normalization, planar, splines
+from .autoregressive import *  # noqa: F403
+from .base import *  # noqa: F403
+from .coupling import *  # noqa: F403
+from .elementwise import *  # noqa: F403
+from .linear import *  # noqa: F403
+from .normalization import *  # noqa: F403
+from .planar import *  # noqa: F403
+from .splines import *  # noqa: F403
+
+__all__ = [
+    name
+    for module in (base, elementwise, linear, normalization, splines, coupling, autoregressive, planar)
+    for name in module.__all__
+]

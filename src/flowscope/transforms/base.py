@@ -1,0 +1,125 @@
+"""The transform interface, composition and inversion.
+
+Direction convention (DESIGN.md): ``forward`` maps data ``x`` to latent ``u`` (the normalizing
+direction, T^-1 in seed 000's notation) and ``inverse`` maps ``u`` back to ``x`` (generation).
+Both return ``(output, logabsdet)`` where ``logabsdet`` has shape ``(batch,)`` and is the log
+absolute determinant of the Jacobian of the map that was applied.  By the change of variables
+(seed 000 eq. 2.2; seed 001 eq. 3.9):  ``log p(x) = log p_u(forward(x)) + logabsdet``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import Tensor, nn
+
+__all__ = ["Transform", "Compose", "Inverse", "sum_except_batch"]
+
+
+class Transform(nn.Module):
+    """Base class of all bijections.
+
+    Subclasses implement ``forward(x, context=None)`` and ``inverse(u, context=None)``, each
+    returning ``(output, logabsdet)`` with ``logabsdet`` of shape ``(batch,)``.  A transform whose
+    inverse has no closed form raises ``NotImplementedError`` from ``inverse`` with a sentence
+    saying why.
+
+    Attributes:
+        context_features: size of the context vector this transform conditions on (None when
+            unconditional).
+    """
+
+    context_features: int | None = None
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, u: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError(f"{type(self).__name__} has no inverse")
+
+
+class Compose(Transform):
+    """Composition ``T_n o ... o T_1`` (forward applies ``transforms[0]`` first).
+
+    This is the ONE place where log-determinants of a chain are accumulated (chain rule, seed 000
+    eq. 2.5); flows, mixtures and multi-scale models all go through it.
+    """
+
+    def __init__(self, *transforms: Transform) -> None:
+        super().__init__()
+        if len(transforms) == 1 and isinstance(transforms[0], Iterable) and not isinstance(
+            transforms[0], nn.Module
+        ):
+            transforms = tuple(transforms[0])
+        for i, t in enumerate(transforms):
+            if not isinstance(t, Transform):
+                raise ValueError(
+                    f"transforms[{i}]: expected a flowscope Transform, got {type(t).__name__}"
+                )
+        self.transforms = nn.ModuleList(transforms)
+        sizes = {t.context_features for t in transforms if t.context_features is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"transforms: context_features disagree between layers: {sorted(sizes)}")
+        self.context_features = sizes.pop() if sizes else None
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = x.new_zeros(x.shape[0])
+        for t in self.transforms:
+            x, ladj = t(x, context)
+            total = total + ladj
+        return x, total
+
+    def inverse(self, u: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = u.new_zeros(u.shape[0])
+        for t in reversed(self.transforms):
+            u, ladj = t.inverse(u, context)
+            total = total + ladj
+        return u, total
+
+    def forward_steps(
+        self, x: Tensor, context: Tensor | None = None
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Every intermediate output: ``[(x, 0), (T_1(x), ladj_1), (T_2(T_1(x)), ladj_1+ladj_2), ...]``.
+
+        Used to draw seed 000 Figure 1.1 (data pushed through each transform in turn).
+        """
+        total = x.new_zeros(x.shape[0])
+        steps = [(x, total)]
+        for t in self.transforms:
+            x, ladj = t(x, context)
+            total = total + ladj
+            steps.append((x, total))
+        return steps
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __getitem__(self, i: int) -> Transform:
+        return self.transforms[i]
+
+
+class Inverse(Transform):
+    """The inverse of a transform: ``forward`` and ``inverse`` swap roles.
+
+    Used e.g. for IAF (an autoregressive transform whose fast direction is generation) and for
+    flows whose closed form exists only in the generative direction (planar).
+    """
+
+    def __init__(self, transform: Transform) -> None:
+        super().__init__()
+        if not isinstance(transform, Transform):
+            raise ValueError(f"transform: expected a flowscope Transform, got {type(transform).__name__}")
+        self.transform = transform
+        self.context_features = transform.context_features
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform.inverse(x, context)
+
+    def inverse(self, u: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform.forward(u, context)
+
+
+def sum_except_batch(x: Tensor) -> Tensor:
+    """Sum all dimensions but the first: ``(batch, ...) -> (batch,)``."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+

@@ -1,0 +1,86 @@
+"""Elementwise monotone "transformers" that coupling and autoregressive layers plug in.
+
+A transformer is a family of scalar bijections ``y = tau(x; theta)`` applied to every
+coordinate, with the parameters ``theta`` produced by a conditioner network (seed 004: an
+autoregressive flow is a conditioner plus a transformer; Papamakarios et al. 2021, section 3.1).
+The same transformer serves coupling layers (NICE, RealNVP, NSF) and autoregressive layers
+(MAF, IAF, autoregressive NSF), so each family is a thin recipe.
+
+Interface: ``params`` has shape ``(*batch, D, params_per_dim)``; ``forward(x, params)`` and
+``inverse(y, params)`` return the output (shape of ``x``) and the ELEMENTWISE log|dy/dx| (resp.
+log|dx/dy|) of the same shape, which the layer masks and sums.  Zero parameters give the
+identity (a zero-initialized conditioner starts the flow at the identity).
+"""
+
+from __future__ import annotations
+
+
+
+import torch
+from torch import Tensor
+
+__all__ = ["Transformer", "AdditiveTransformer", "AffineTransformer"]
+
+
+class Transformer:
+    """Base class: a parameterized elementwise monotone bijection (not a module: no state)."""
+
+    params_per_dim: int = 1
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+class AdditiveTransformer(Transformer):
+    """Volume-preserving shift ``y = x + t`` (NICE; Dinh et al. 2015, eq. 7)."""
+
+    params_per_dim = 1
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return x + params[..., 0], torch.zeros_like(x)
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        return y - params[..., 0], torch.zeros_like(y)
+
+
+class AffineTransformer(Transformer):
+    """Affine map ``y = x * s + t`` with a bounded, stable scale.
+
+    RealNVP (Dinh et al. 2017, eq. 7) uses ``s = exp(h)``; an unbounded ``h`` lets a single step
+    blow up.  Two bounded choices:
+
+    * ``scale="tanh"`` (default): ``log s = c * tanh(h / c)`` -- a soft clamp of the log-scale to
+      ``(-c, c)`` that is the identity for small ``h``; ``h = 0`` gives ``s = 1``.
+    * ``scale="sigmoid"``: ``s = sigmoid(h + 2) + eps`` as in Glow's code (seed 000's Glow; used
+      in the normalizing direction, the scale lies in ``(eps, 1 + eps)``).
+
+    Params per dimension: ``(h, t)``.
+    """
+
+    params_per_dim = 2
+
+    def __init__(self, scale: str = "tanh", clamp: float = 3.0, eps: float = 1e-3) -> None:
+        if scale not in ("tanh", "sigmoid"):
+            raise ValueError(f"scale: expected 'tanh' or 'sigmoid', got {scale!r}")
+        if not clamp > 0:
+            raise ValueError(f"clamp: expected a number > 0, got {clamp!r}")
+        self.scale, self.clamp, self.eps = scale, clamp, eps
+
+    def _log_scale(self, h: Tensor) -> Tensor:
+        if self.scale == "tanh":
+            return self.clamp * torch.tanh(h / self.clamp)
+        return torch.log(torch.sigmoid(h + 2.0) + self.eps)
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        log_s = self._log_scale(params[..., 0])
+        return x * torch.exp(log_s) + params[..., 1], log_s
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        log_s = self._log_scale(params[..., 0])
+        return (y - params[..., 1]) * torch.exp(-log_s), -log_s
+
+
+
