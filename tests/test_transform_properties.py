@@ -15,9 +15,9 @@ import inspect
 
 import pytest
 import torch
+from cases import Case, all_cases
 
 import flowscope.transforms as T
-from cases import Case, all_cases
 
 CASES = all_cases()
 BATCH = 3
@@ -64,7 +64,9 @@ def test_transform_properties(case: Case) -> None:
     # log-det against the autograd Jacobian, one example at a time.
     expected = torch.stack(
         [
-            _jacobian_logdets(lambda z, i=i: t(z, None if ctx is None else ctx[i : i + 1])[0], x[i : i + 1])[0]
+            _jacobian_logdets(
+                lambda z, i=i: t(z, None if ctx is None else ctx[i : i + 1])[0], x[i : i + 1]
+            )[0]
             for i in range(BATCH)
         ]
     )
@@ -78,10 +80,12 @@ def test_transform_properties(case: Case) -> None:
         with pytest.raises(NotImplementedError):
             t.inverse(u, ctx)
 
-    # Gradients reach every parameter.
+    # Gradients reach every parameter (and the input: a transform must be differentiable).
     t.zero_grad()
-    u, ladj = t(x, ctx)
+    xg = x.clone().requires_grad_(True)
+    u, ladj = t(xg, ctx)
     (u.pow(2).sum() + ladj.sum()).backward()
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
     for name, p in t.named_parameters():
         assert p.grad is not None, f"no gradient reached parameter {name}"
         assert torch.isfinite(p.grad).all(), f"non-finite gradient in {name}"

@@ -1,7 +1,7 @@
 """flowscope: build, train, sample and look inside normalizing flows."""
 
-from . import distributions, transforms
+from . import distributions, models, transforms
 from .flow import Flow, LogProbParts
 
-__all__ = ["Flow", "LogProbParts", "distributions", "transforms"]
+__all__ = ["Flow", "LogProbParts", "distributions", "models", "transforms"]
 __version__ = "0.1.0"

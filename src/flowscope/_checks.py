@@ -34,7 +34,9 @@ def check_event_shape(name: str, x: Tensor, event_shape: Sequence[int]) -> None:
         )
 
 
-def check_context(name: str, context: Tensor | None, context_features: int | None, batch: int) -> None:
+def check_context(
+    name: str, context: Tensor | None, context_features: int | None, batch: int
+) -> None:
     """Raise unless ``context`` matches a transform's declared context size.
 
     Args:
@@ -63,7 +65,9 @@ def check_context(name: str, context: Tensor | None, context_features: int | Non
 
 def check_positive(name: str, value: float) -> None:
     """Raise unless ``value`` is a finite number > 0."""
-    if not (isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")):
+    if not (
+        isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")
+    ):
         raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
 
 

@@ -35,10 +35,14 @@ class Flow(nn.Module):
     ``(batch, transform.context_features)``.
     """
 
-    def __init__(self, transform: Transform, base: Distribution, shape: tuple[int, ...] | None = None) -> None:
+    def __init__(
+        self, transform: Transform, base: Distribution, shape: tuple[int, ...] | None = None
+    ) -> None:
         super().__init__()
         if not isinstance(transform, Transform):
-            raise ValueError(f"transform: expected a flowscope Transform, got {type(transform).__name__}")
+            raise ValueError(
+                f"transform: expected a flowscope Transform, got {type(transform).__name__}"
+            )
         if not isinstance(base, Distribution):
             raise ValueError(f"base: expected a flowscope Distribution, got {type(base).__name__}")
         self.transform = transform
@@ -76,7 +80,9 @@ class Flow(nn.Module):
         """``ln p(x)``, shape ``(batch,)``."""
         return self.log_prob_parts(x, context).log_px
 
-    def _draw(self, n: int, context: Tensor | None, temperature: float) -> tuple[Tensor, Tensor | None]:
+    def _draw(
+        self, n: int, context: Tensor | None, temperature: float
+    ) -> tuple[Tensor, Tensor | None]:
         """Base samples, ``n`` per context row, and the context repeated to match them."""
         check_positive("temperature", temperature)
         if context is None:

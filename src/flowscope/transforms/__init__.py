@@ -4,7 +4,17 @@ Each module defines ``__all__``; this package re-exports all of them, and the pr
 (tests/test_transform_properties.py) checks that every exported ``Transform`` has a case.
 """
 
-from . import autoregressive, base, coupling, elementwise, linear, normalization, planar, splines
+from . import (
+    autoregressive,
+    base,
+    coupling,
+    elementwise,
+    linear,
+    normalization,
+    planar,
+    splines,
+    transformers,
+)
 from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
 from .coupling import *  # noqa: F403
@@ -13,9 +23,20 @@ from .linear import *  # noqa: F403
 from .normalization import *  # noqa: F403
 from .planar import *  # noqa: F403
 from .splines import *  # noqa: F403
+from .transformers import *  # noqa: F403
 
 __all__ = [
     name
-    for module in (base, elementwise, linear, normalization, splines, coupling, autoregressive, planar)
+    for module in (
+        base,
+        transformers,
+        elementwise,
+        linear,
+        normalization,
+        splines,
+        coupling,
+        autoregressive,
+        planar,
+    )
     for name in module.__all__
 ]

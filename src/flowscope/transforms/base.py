@@ -47,8 +47,10 @@ class Compose(Transform):
 
     def __init__(self, *transforms: Transform) -> None:
         super().__init__()
-        if len(transforms) == 1 and isinstance(transforms[0], Iterable) and not isinstance(
-            transforms[0], nn.Module
+        if (
+            len(transforms) == 1
+            and isinstance(transforms[0], Iterable)
+            and not isinstance(transforms[0], nn.Module)
         ):
             transforms = tuple(transforms[0])
         for i, t in enumerate(transforms):
@@ -59,7 +61,9 @@ class Compose(Transform):
         self.transforms = nn.ModuleList(transforms)
         sizes = {t.context_features for t in transforms if t.context_features is not None}
         if len(sizes) > 1:
-            raise ValueError(f"transforms: context_features disagree between layers: {sorted(sizes)}")
+            raise ValueError(
+                f"transforms: context_features disagree between layers: {sorted(sizes)}"
+            )
         self.context_features = sizes.pop() if sizes else None
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -79,7 +83,9 @@ class Compose(Transform):
     def forward_steps(
         self, x: Tensor, context: Tensor | None = None
     ) -> list[tuple[Tensor, Tensor]]:
-        """Every intermediate output: ``[(x, 0), (T_1(x), ladj_1), (T_2(T_1(x)), ladj_1+ladj_2), ...]``.
+        """Every intermediate output and the log-det accumulated so far.
+
+        Returns ``[(x, 0), (T_1(x), ladj_1), (T_2(T_1(x)), ladj_1 + ladj_2), ...]``.
 
         Used to draw seed 000 Figure 1.1 (data pushed through each transform in turn).
         """
@@ -108,7 +114,9 @@ class Inverse(Transform):
     def __init__(self, transform: Transform) -> None:
         super().__init__()
         if not isinstance(transform, Transform):
-            raise ValueError(f"transform: expected a flowscope Transform, got {type(transform).__name__}")
+            raise ValueError(
+                f"transform: expected a flowscope Transform, got {type(transform).__name__}"
+            )
         self.transform = transform
         self.context_features = transform.context_features
 
@@ -122,4 +130,3 @@ class Inverse(Transform):
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum all dimensions but the first: ``(batch, ...) -> (batch,)``."""
     return x.reshape(x.shape[0], -1).sum(dim=1)
-

@@ -1,3 +1,305 @@
-"""(being written)"""
+"""Coupling layers, generic over the elementwise transformer, and their masks.
 
-__all__: list[str] = []
+A coupling layer splits the input with a binary mask into a part that passes through unchanged
+and a part transformed elementwise with parameters computed from the unchanged part (and an
+optional context):
+
+    x_A = x[mask],  x_B = x[~mask]:   u_A = x_A,   u_B = tau(x_B; theta(x_A, context))
+
+Its Jacobian is block-triangular, so ``log|det J| = sum_i log|tau'(x_B,i)|`` and the inverse only
+needs ``tau^-1`` (the identity part gives back the same ``theta``).  One class covers the family:
+
+* ``AdditiveTransformer`` -> NICE additive coupling (Dinh, Krueger & Bengio, 2015, "NICE:
+  Non-linear Independent Components Estimation", arXiv:1410.8516, eq. 7);
+* ``AffineTransformer`` -> RealNVP / Glow affine coupling (Dinh, Sohl-Dickstein & Bengio, 2017,
+  "Density estimation using Real NVP", arXiv:1605.08803, eqs. 7-9; Kingma & Dhariwal, 2018,
+  "Glow", arXiv:1807.03039, table 1);
+* ``RationalQuadraticSpline`` -> NSF coupling (Durkan et al., 2019, "Neural Spline Flows",
+  arXiv:1906.04032, section 3.2).
+
+Mask convention (as RealNVP's ``b`` in eq. 9): ``mask[i] = True`` marks an IDENTITY
+(conditioning) entry, ``False`` a TRANSFORMED entry.  Every mask helper takes ``flip`` to swap the
+two roles; alternate ``flip`` between consecutive layers so every entry is transformed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_context, check_event_shape
+from ..nets import MLP
+from .base import Transform
+from .splines import RationalQuadraticSpline
+from .transformers import AdditiveTransformer, AffineTransformer, Transformer
+
+__all__ = [
+    "Coupling",
+    "half_mask",
+    "alternating_mask",
+    "checkerboard_mask",
+    "channel_mask",
+    "additive_coupling",
+    "affine_coupling",
+    "spline_coupling",
+]
+
+
+def _check_count(name: str, value: object, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _image_shape(shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(shape)
+    if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(
+            f"shape: expected an image event shape (C, H, W) of positive ints, got {shape!r}"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def half_mask(features: int, flip: bool = False) -> Tensor:
+    """Split a vector into halves: ``(features,)`` bool, True = identity.
+
+    ``flip=False`` TRANSFORMS the first ``features // 2`` entries (False) and conditions on the
+    remaining ``features - features // 2`` (True); ``flip=True`` swaps the roles.
+    """
+    _check_count("features", features, 2)
+    mask = torch.arange(features) >= features // 2
+    return ~mask if flip else mask
+
+
+def alternating_mask(features: int, flip: bool = False) -> Tensor:
+    """Interleave even and odd entries: ``(features,)`` bool, True = identity.
+
+    ``flip=False`` TRANSFORMS the even indices (0, 2, ...) and conditions on the odd ones;
+    ``flip=True`` swaps the roles.
+    """
+    _check_count("features", features, 2)
+    mask = torch.arange(features) % 2 == 1
+    return ~mask if flip else mask
+
+
+def checkerboard_mask(shape: Sequence[int], flip: bool = False) -> Tensor:
+    """Spatial checkerboard of RealNVP (Dinh et al. 2017, section 3.4): ``(C, H, W)`` bool.
+
+    ``flip=False`` TRANSFORMS the pixels with ``(h + w)`` even (in every channel) and conditions
+    on those with ``(h + w)`` odd (True); ``flip=True`` swaps the roles.
+    """
+    c, h, w = _image_shape(shape)
+    if h * w < 2:
+        raise ValueError(f"shape: a checkerboard needs H * W >= 2, got {(c, h, w)}")
+    parity = (torch.arange(h)[:, None] + torch.arange(w)[None, :]) % 2 == 1
+    mask = parity.expand(c, h, w).clone()
+    return ~mask if flip else mask
+
+
+def channel_mask(shape: Sequence[int], flip: bool = False) -> Tensor:
+    """Channel-wise mask of RealNVP (Dinh et al. 2017, section 3.4): ``(C, H, W)`` bool.
+
+    ``flip=False`` TRANSFORMS the first ``C // 2`` channels and conditions on the remaining
+    ``C - C // 2`` (True); ``flip=True`` swaps the roles.
+    """
+    c, h, w = _image_shape(shape)
+    if c < 2:
+        raise ValueError(f"shape: a channel mask needs C >= 2 channels, got {(c, h, w)}")
+    mask = (torch.arange(c) >= c // 2)[:, None, None].expand(c, h, w).clone()
+    return ~mask if flip else mask
+
+
+class Coupling(Transform):
+    """Coupling layer ``u_A = x_A, u_B = tau(x_B; net(x_A[, context]))`` (see the module docstring).
+
+    Args:
+        mask: bool tensor of the event shape, True = identity (conditioning) entry, False =
+            transformed entry; the event shape is ``(D,)`` (vectors) or ``(C, H, W)`` (images).
+        transformer: the elementwise bijection ``tau`` (``AdditiveTransformer``,
+            ``AffineTransformer``, ``RationalQuadraticSpline``, ...).
+        net: conditioner network; None builds the default (vectors only, see below).
+        hidden: width of the default MLP's hidden layers.
+        layers: number of hidden layers of the default MLP.
+        context_features: size of the context vector (None: unconditional).
+
+    Conditioner contracts (``P = transformer.params_per_dim``, ``n_A``/``n_B`` = number of
+    identity/transformed entries, ``c`` = ``context_features`` or 0):
+
+    * Vectors ``(D,)``: ``net`` maps ``(batch, n_A + c)`` -- the identity entries in increasing
+      index order, then the context -- to ``(batch, n_B * P)``, read as ``(batch, n_B, P)``: the
+      ``P`` parameters of the j-th transformed entry (increasing index order) are contiguous.  The
+      default is ``MLP(n_A + c, n_B * P, hidden, layers)`` with a zero last layer, so the layer
+      starts as the identity; no compute is spent on the transformed entries' inputs or on
+      parameters for identity entries.
+    * Images ``(C, H, W)``: ``net`` is required and maps ``(batch, C + c, H, W)`` -- the input
+      with its transformed entries set to 0 (RealNVP's ``b * x``), followed by the context
+      broadcast over space as ``c`` extra channels -- to ``(batch, C * P, H, W)``, where output
+      channel ``i * P + k`` holds parameter ``k`` for input channel ``i`` (Glow's interleaved
+      ``h[:, 0::2], h[:, 1::2]`` layout for ``P = 2``).  Only the parameters at transformed
+      entries are used.  Zero-initialize the net's last layer to start at the identity.
+
+    Shapes: ``x`` ``(batch, *mask.shape)``, ``context`` ``(batch, context_features)``,
+    ``logabsdet`` ``(batch,)``.
+    """
+
+    def __init__(
+        self,
+        mask: Tensor,
+        transformer: Transformer,
+        net: nn.Module | None = None,
+        hidden: int = 64,
+        layers: int = 2,
+        context_features: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+            got = f"{mask.dtype} tensor" if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"mask: expected a bool tensor of the event shape, got a {got}")
+        if mask.dim() not in (1, 3):
+            raise ValueError(
+                f"mask: expected an event shape (D,) or (C, H, W), got shape {tuple(mask.shape)}"
+            )
+        if not isinstance(transformer, Transformer):
+            raise ValueError(
+                f"transformer: expected a flowscope Transformer, got {type(transformer).__name__}"
+            )
+        if context_features is not None:
+            _check_count("context_features", context_features, 1)
+        n_identity = int(mask.sum())
+        n_transformed = mask.numel() - n_identity
+        if n_transformed == 0:
+            raise ValueError("mask: expected at least one False (transformed) entry, got all True")
+        if n_identity == 0 and context_features is None:
+            raise ValueError(
+                "mask: expected at least one True (identity) entry for the conditioner to see, "
+                "got all False and no context"
+            )
+        if net is not None and not isinstance(net, nn.Module):
+            raise ValueError(f"net: expected a torch nn.Module or None, got {type(net).__name__}")
+
+        self.event_shape = tuple(mask.shape)
+        self.image = mask.dim() == 3
+        self.transformer = transformer
+        self.context_features = context_features
+        params = transformer.params_per_dim
+        if net is None:
+            if self.image:
+                raise ValueError(
+                    f"net: an image event shape {self.event_shape} needs a conditioner network "
+                    f"mapping (batch, C + context, H, W) to (batch, C * {params}, H, W), got None"
+                )
+            _check_count("hidden", hidden, 1)
+            _check_count("layers", layers, 0)
+            net = MLP(n_identity + (context_features or 0), n_transformed * params, hidden, layers)
+        self.net = net
+        # Architecture, not weights: derived from the constructor arguments, so kept out of the
+        # state dict (a checkpoint cannot silently change which entries are transformed).
+        flat = mask.reshape(-1)
+        self.register_buffer("mask", mask.clone(), persistent=False)
+        self.register_buffer("identity_index", flat.nonzero().squeeze(-1), persistent=False)
+        self.register_buffer("transform_index", (~flat).nonzero().squeeze(-1), persistent=False)
+
+    def extra_repr(self) -> str:
+        return (
+            f"event_shape={self.event_shape}, transformed={self.transform_index.numel()}, "
+            f"transformer={self.transformer!r}, context_features={self.context_features}"
+        )
+
+    def _params(self, x: Tensor, context: Tensor | None) -> Tensor:
+        """Transformer parameters for the transformed entries: ``(batch, n_B, P)``."""
+        batch, p = x.shape[0], self.transformer.params_per_dim
+        n = self.transform_index.numel()
+        if self.image:
+            c, h, w = self.event_shape
+            inp = x * self.mask
+            if context is not None:
+                inp = torch.cat([inp, context[:, :, None, None].expand(-1, -1, h, w)], dim=1)
+            out = self.net(inp)
+            expected = (batch, c * p, h, w)
+        else:
+            inp = x.index_select(1, self.identity_index)
+            if context is not None:
+                inp = torch.cat([inp, context], dim=1)
+            out = self.net(inp)
+            expected = (batch, n * p)
+        if tuple(out.shape) != expected:
+            raise ValueError(
+                f"net: expected the conditioner to output shape {expected}, got {tuple(out.shape)}"
+            )
+        if self.image:
+            # (batch, C*P, H, W) -> (batch, C*H*W, P), entries in the order of mask.reshape(-1).
+            out = out.view(batch, c, p, h, w).permute(0, 1, 3, 4, 2).reshape(batch, -1, p)
+            return out.index_select(1, self.transform_index)
+        return out.view(batch, n, p)
+
+    def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        name = "u" if inverse else "x"
+        check_event_shape(name, x, self.event_shape)
+        check_context("context", context, self.context_features, x.shape[0])
+        params = self._params(x, context)
+        flat = x.reshape(x.shape[0], -1)
+        part = flat.index_select(1, self.transform_index)
+        step = self.transformer.inverse if inverse else self.transformer.forward
+        part, logabsdet = step(part, params)
+        out = flat.index_copy(1, self.transform_index, part).view_as(x)
+        return out, logabsdet.sum(dim=1)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Data to latent: ``x (batch, *event_shape)`` -> ``(u, logabsdet (batch,))``."""
+        return self._couple(x, context, inverse=False)
+
+    def inverse(self, u: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Latent to data: ``u (batch, *event_shape)`` -> ``(x, logabsdet (batch,))``."""
+        return self._couple(u, context, inverse=True)
+
+
+def additive_coupling(
+    mask: Tensor,
+    net: nn.Module | None = None,
+    hidden: int = 64,
+    layers: int = 2,
+    context_features: int | None = None,
+) -> Coupling:
+    """NICE additive coupling (Dinh et al. 2015, eq. 7): ``Coupling`` with ``AdditiveTransformer``.
+
+    Volume preserving (log-det 0).  Arguments as in ``Coupling``.
+    """
+    return Coupling(mask, AdditiveTransformer(), net, hidden, layers, context_features)
+
+
+def affine_coupling(
+    mask: Tensor,
+    scale: str = "tanh",
+    clamp: float = 3.0,
+    net: nn.Module | None = None,
+    hidden: int = 64,
+    layers: int = 2,
+    context_features: int | None = None,
+) -> Coupling:
+    """RealNVP/Glow affine coupling (Dinh et al. 2017, eq. 7): ``Coupling``, ``AffineTransformer``.
+
+    ``scale`` and ``clamp`` choose the bounded scale of ``AffineTransformer``; the other arguments
+    are as in ``Coupling``.
+    """
+    transformer = AffineTransformer(scale=scale, clamp=clamp)
+    return Coupling(mask, transformer, net, hidden, layers, context_features)
+
+
+def spline_coupling(
+    mask: Tensor,
+    bins: int = 8,
+    bound: float = 3.0,
+    net: nn.Module | None = None,
+    hidden: int = 64,
+    layers: int = 2,
+    context_features: int | None = None,
+) -> Coupling:
+    """NSF rational-quadratic spline coupling (Durkan et al. 2019, section 3.2).
+
+    ``Coupling`` with ``RationalQuadraticSpline(bins, bound)`` (identity tails outside
+    ``[-bound, bound]``); the other arguments are as in ``Coupling``.
+    """
+    transformer = RationalQuadraticSpline(bins=bins, bound=bound)
+    return Coupling(mask, transformer, net, hidden, layers, context_features)

@@ -14,8 +14,6 @@ identity (a zero-initialized conditioner starts the flow at the identity).
 
 from __future__ import annotations
 
-
-
 import torch
 from torch import Tensor
 
@@ -81,6 +79,3 @@ class AffineTransformer(Transformer):
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         log_s = self._log_scale(params[..., 0])
         return (y - params[..., 1]) * torch.exp(-log_s), -log_s
-
-
-

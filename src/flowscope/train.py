@@ -1,0 +1,861 @@
+"""The one trainer: anything with ``loss(batch) -> scalar`` trains through :class:`Trainer`.
+
+Flows, image flows, mixtures and the reverse-KL wrapper :class:`ReverseKL` share this loop; it
+owns the optimizer (AdamW), the learning-rate schedule (seed 000's plateau schedule, cosine or
+constant), gradient clipping, a NaN/inf guard, full-split evaluation, checkpoints (``last/`` and
+``best/`` in ``out_dir``, see :mod:`flowscope.checkpoint`), exact resume, a progress bar and a
+metrics log (``metrics.jsonl``, plus TensorBoard when it is installed).
+
+Exact resume: the data order is a pure function of ``(seed, epoch)`` and a checkpoint holds the
+position in the epoch, the optimizer and schedule states and every global RNG state (dropout,
+sampling), so a run killed at any point and resumed from its last checkpoint ends bit-identical
+(on CPU) to a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, TensorDataset
+
+from .checkpoint import (
+    atomic_write,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "TrainingDiverged",
+    "PlateauSchedule",
+    "CosineSchedule",
+    "ReverseKL",
+    "fit_reverse_kl",
+]
+
+log = logging.getLogger(__name__)
+Batch = Tensor | tuple
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised after ``max_bad_steps`` consecutive steps with a non-finite loss or gradient."""
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+class PlateauSchedule:
+    """Seed 000's plateau schedule (thesis section 3.3).
+
+    At each check (an evaluation), a loss that is not below the best so far counts as a bad
+    check; after ``patience`` bad checks in a row every learning rate is multiplied by
+    ``factor`` (never below ``min_lr``; a rate already at or below it is left alone) and
+    ``patience`` by ``growth``.  The thesis: ``N_c = 24``, factor 0.8, growth 1.3, min lr 1e-5.
+    (The seed's code inverted the floor test, so its first decay dropped the rate to 1e-5.)
+
+    Args:
+        lrs: initial learning rate of each parameter group.
+        patience: ``N_c``, bad checks before a decay (may become fractional after growth: a
+            decay happens once the count reaches it, i.e. after ``ceil(N_c)`` bad checks).
+        threshold: relative improvement needed to count as better (0: any decrease).
+    """
+
+    def __init__(
+        self,
+        lrs: Sequence[float],
+        patience: float = 24,
+        factor: float = 0.8,
+        growth: float = 1.3,
+        min_lr: float = 1e-5,
+        threshold: float = 0.0,
+    ) -> None:
+        for name, v, ok in (
+            ("patience", patience, patience > 0),
+            ("factor", factor, 0 < factor < 1),
+            ("growth", growth, growth >= 1),
+            ("min_lr", min_lr, min_lr >= 0),
+            ("threshold", threshold, 0 <= threshold < 1),
+        ):
+            if not ok:
+                raise ValueError(f"{name}: got {v!r}, outside its valid range")
+        self.lrs = [float(lr) for lr in lrs]
+        self.patience, self.factor, self.growth = float(patience), factor, growth
+        self.min_lr, self.threshold = min_lr, threshold
+        self.best, self.bad, self.decays = math.inf, 0, 0
+
+    def lrs_at(self, step: int) -> list[float]:
+        return list(self.lrs)
+
+    def observe(self, loss: float) -> bool:
+        """Record one check; returns True when it decayed the learning rates."""
+        target = (
+            self.best - self.threshold * abs(self.best) if math.isfinite(self.best) else math.inf
+        )
+        if math.isfinite(loss) and loss < target:
+            self.best, self.bad = loss, 0
+            return False
+        self.bad += 1
+        if self.bad < self.patience:
+            return False
+        self.lrs = [
+            max(lr * self.factor, self.min_lr) if lr > self.min_lr else lr for lr in self.lrs
+        ]
+        self.patience *= self.growth
+        self.bad, self.decays = 0, self.decays + 1
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("lrs", "patience", "best", "bad", "decays")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, list(v) if k == "lrs" else v)
+
+
+class CosineSchedule:
+    """Cosine annealing from each group's rate to ``min_lr`` over ``steps`` updates.
+
+    ``lr_t = min_lr + (lr_0 - min_lr) (1 + cos(pi t / T)) / 2``, the closed form of torch's
+    ``CosineAnnealingLR`` ("SGDR: Stochastic Gradient Descent with Warm Restarts", Loshchilov &
+    Hutter 2017, arXiv:1608.03983, eq. 5, without restarts); after a linear warmup of ``warmup``
+    updates, ``t`` counts from the end of the warmup and ``T = steps - warmup``.  Closed form, so
+    resuming at any step gives the same rates bit for bit and ``lr_T`` is exactly ``min_lr``.
+    """
+
+    def __init__(
+        self, lrs: Sequence[float], steps: int, min_lr: float = 0.0, warmup: int = 0
+    ) -> None:
+        self.lrs, self.steps, self.min_lr, self.warmup = (
+            [float(x) for x in lrs],
+            steps,
+            min_lr,
+            warmup,
+        )
+
+    def lrs_at(self, step: int) -> list[float]:
+        span = max(self.steps - self.warmup, 1)
+        c = 0.5 * (1 + math.cos(math.pi * min(max(step - self.warmup, 0) / span, 1.0)))
+        return [min(self.min_lr, lr) + (lr - min(self.min_lr, lr)) * c for lr in self.lrs]
+
+    def observe(self, loss: float) -> bool:
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class _ConstantSchedule(CosineSchedule):
+    def lrs_at(self, step: int) -> list[float]:
+        return list(self.lrs)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of a run (defaults: seed 000's recipe, thesis section 3.3).
+
+    Attributes:
+        steps: total optimizer steps (a resumed run continues up to this count).
+        batch_size: examples per step (seed 000: 16).  Without training data (reverse KL) the
+            model's ``loss`` receives this int as its batch: the number of samples to draw.
+        eval_batch_size: batch size of evaluation (None: ``max(batch_size, 256)``).
+        lr: initial learning rate (the seed's code: 1e-3; its thesis: 5e-4).
+        weight_decay: decoupled weight decay of AdamW (seed 000: 0.1); use ``param_groups`` to
+            exempt parameters (seed 000 trains the learned base with plain Adam).
+        optimizer: ``"adamw"`` (decoupled decay) or ``"adam"`` (L2 penalty).
+        betas: Adam's moment decay rates.
+        schedule: ``"plateau"`` (seed 000), ``"cosine"`` or ``"constant"``.
+        patience, decay_factor, patience_growth: the plateau schedule's ``N_c = 24``, 0.8, 1.3.
+        min_lr: floor of the plateau schedule, end point of the cosine one (seed 000: 1e-5).
+        warmup_steps: linear warmup of the learning rate (any schedule).
+        grad_clip: clip the global gradient norm to this value (None: no clipping).
+        eval_every: evaluate every this many steps (None: every 8,192 examples as in seed 000).
+            Evaluation is on the FULL validation split (the seed used one batch); without
+            validation data the plateau schedule and ``best/`` use the mean training loss since
+            the previous evaluation.
+        checkpoint_every: write ``out_dir/last`` every this many steps (None: at each evaluation).
+        log_every: append a line to ``metrics.jsonl`` every this many steps.
+        seed: seeds the data order and, at the start of a fresh run, the global torch / numpy /
+            random generators (dropout, sampling).  Seed the model's initialization yourself.
+        max_bad_steps: consecutive non-finite steps tolerated before :class:`TrainingDiverged`.
+    """
+
+    steps: int = 10_000
+    batch_size: int = 16
+    eval_batch_size: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    optimizer: str = "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: str = "plateau"
+    patience: int = 24
+    decay_factor: float = 0.8
+    patience_growth: float = 1.3
+    min_lr: float = 1e-5
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    log_every: int = 50
+    seed: int = 0
+    max_bad_steps: int = 10
+
+    def __post_init__(self) -> None:
+        positive_ints = ("steps", "batch_size", "patience", "log_every", "max_bad_steps")
+        optional_ints = ("eval_batch_size", "eval_every", "checkpoint_every")
+        for name in positive_ints + optional_ints:
+            v = getattr(self, name)
+            if (v is not None or name in positive_ints) and (
+                not isinstance(v, int) or isinstance(v, bool) or v < 1
+            ):
+                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        for name in ("lr", "decay_factor", "patience_growth") + (
+            ("grad_clip",) if self.grad_clip is not None else ()
+        ):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 < v < math.inf):
+                raise ValueError(f"{name}: expected a finite number > 0, got {v!r}")
+        for name, kind in (
+            ("weight_decay", (int, float)),
+            ("min_lr", (int, float)),
+            ("warmup_steps", int),
+            ("seed", int),
+        ):
+            v = getattr(self, name)
+            if not (isinstance(v, kind) and not isinstance(v, bool) and 0 <= v < math.inf):
+                raise ValueError(
+                    f"{name}: expected a {'number' if kind is not int else 'int'} >= 0, got {v!r}"
+                )
+        choices = {"optimizer": ("adamw", "adam"), "schedule": ("plateau", "cosine", "constant")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+        self.betas = tuple(self.betas)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class _Source:
+    """A Tensor, a tuple of equally long tensors, or a Dataset, indexed by batches."""
+
+    def __init__(self, name: str, data: Any) -> None:
+        if isinstance(data, TensorDataset):
+            data = tuple(data.tensors)
+        if isinstance(data, Tensor):
+            self.tensors, self.dataset = (data,), None
+        elif isinstance(data, (tuple, list)) and data and all(isinstance(t, Tensor) for t in data):
+            self.tensors, self.dataset = tuple(data), None
+            lengths = [len(t) for t in data]
+            if len(set(lengths)) > 1:
+                raise ValueError(f"{name}: expected tensors of equal length, got lengths {lengths}")
+        elif isinstance(data, Dataset) and hasattr(data, "__len__"):
+            self.tensors, self.dataset = None, data
+        else:
+            raise ValueError(
+                f"{name}: expected a Tensor, a tuple of tensors (x, labels[, context]) or a "
+                f"torch Dataset with __len__, got {type(data).__name__}"
+            )
+        self.single = isinstance(data, Tensor)
+        self.n = len(self.tensors[0]) if self.tensors is not None else len(self.dataset)
+        if self.n == 0:
+            raise ValueError(f"{name}: expected at least one example, got an empty dataset")
+
+    def take(self, idx: Tensor) -> Batch:
+        if self.tensors is not None:
+            return self.tensors[0][idx] if self.single else tuple(t[idx] for t in self.tensors)
+        return _collate([self.dataset[i] for i in idx.tolist()])
+
+
+def _collate(items: list) -> Batch:
+    first = items[0]
+    if isinstance(first, Tensor):
+        return torch.stack(items)
+    if isinstance(first, (tuple, list)):
+        return tuple(_collate(list(col)) for col in zip(*items))
+    return torch.as_tensor(items)
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, tuple):
+        return tuple(_to(b, device) for b in batch)
+    return batch
+
+
+def _batch_len(batch: Any) -> int:
+    if isinstance(batch, int):
+        return batch
+    return len(batch if isinstance(batch, Tensor) else batch[0])
+
+
+def _epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    """The order of epoch ``epoch``: a function of ``(seed, epoch)`` only, so resume needs no
+    generator state (SeedSequence mixes the pair into a well-spread 63-bit seed)."""
+    mixed = int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0]) >> 1
+    return torch.randperm(n, generator=torch.Generator().manual_seed(mixed))
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Train ``model`` by minimizing ``model.loss(batch)`` (maximum likelihood for a Flow).
+
+    Args:
+        model: an ``nn.Module`` with ``loss(batch) -> scalar tensor``.
+        train_data: a Tensor ``(N, ...)``, a tuple ``(x, labels[, context])`` of tensors, a
+            torch Dataset, or None for data-free objectives (then each batch is the int
+            ``batch_size``; see :class:`ReverseKL`).  Batches are drawn without replacement from
+            an order reshuffled each epoch; an incomplete last batch is dropped.
+        val_data: same forms; evaluated on the full split every ``eval_every`` steps.
+        config: a :class:`TrainConfig`; keyword ``overrides`` replace its fields
+            (``Trainer(flow, x, steps=500, lr=3e-3)``).
+        out_dir: where ``last/``, ``best/``, ``metrics.jsonl`` (and ``tb/``) go; None keeps
+            nothing on disk.
+        param_groups: torch-style groups (``[{"params": base.parameters(), "weight_decay":
+            0.0}]``); trainable parameters left out join a default group.
+        resume: True continues from ``out_dir/last`` when it exists (fresh start otherwise); a
+            path continues from that checkpoint.
+        progress: show a tqdm bar (loss, lr, examples/s) on stderr.
+        model_config: JSON-able description of the model, stored in checkpoints so that a
+            command-line tool can rebuild the model before loading.
+        tensorboard: also log to ``out_dir/tb`` when ``torch.utils.tensorboard`` imports.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: Any,
+        val_data: Any = None,
+        config: TrainConfig | None = None,
+        *,
+        out_dir: str | Path | None = None,
+        param_groups: Sequence[dict[str, Any]] | None = None,
+        resume: bool | str | Path = False,
+        progress: bool = True,
+        model_config: dict[str, Any] | None = None,
+        tensorboard: bool = True,
+        **overrides: Any,
+    ) -> None:
+        if not isinstance(model, nn.Module) or not callable(getattr(model, "loss", None)):
+            raise ValueError(
+                f"model: expected an nn.Module with a loss(batch) method, got {type(model).__name__}"
+            )
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]}: not a training option; expected one of {sorted(fields)}"
+            )
+        self.config = cfg = dataclasses.replace(config or TrainConfig(), **overrides)
+        self.model = model
+        self.train_source = _Source("train_data", train_data) if train_data is not None else None
+        self.val_source = _Source("val_data", val_data) if val_data is not None else None
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume, self.progress, self.tensorboard = resume, progress, tensorboard
+        self.model_config = model_config
+        if resume is True and self.out_dir is None:
+            raise ValueError("resume: True resumes from out_dir/last, but out_dir is None")
+        self.eval_every = cfg.eval_every or max(1, 8192 // cfg.batch_size)
+        self.checkpoint_every = cfg.checkpoint_every or self.eval_every
+        self.optimizer = self._make_optimizer(param_groups)
+        lrs = [g["lr"] for g in self.optimizer.param_groups]
+        if cfg.schedule == "plateau":
+            self.schedule = PlateauSchedule(
+                lrs, cfg.patience, cfg.decay_factor, cfg.patience_growth, cfg.min_lr
+            )
+        elif cfg.schedule == "cosine":
+            self.schedule = CosineSchedule(lrs, cfg.steps, cfg.min_lr, cfg.warmup_steps)
+        else:
+            self.schedule = _ConstantSchedule(lrs, cfg.steps)
+        # Training state: everything a checkpoint must hold for an exact resume.
+        self.step = self.epoch = self.position = self.bad_run = self.bad_total = 0
+        self.best = math.inf
+        self.eval_window = [0.0, 0]  # loss sum and count since the last evaluation
+        self.log_window = [0.0, 0, 0]  # ... since the last log line, plus examples
+        self.elapsed = 0.0
+        self.last_val: float | None = None
+        self._perm, self._perm_epoch = torch.empty(0, dtype=torch.long), -1
+
+    def _make_optimizer(
+        self, param_groups: Sequence[dict[str, Any]] | None
+    ) -> torch.optim.Optimizer:
+        cfg = self.config
+        owned = {id(p): p for p in self.model.parameters() if p.requires_grad}
+        groups, taken = [], set()
+        for i, group in enumerate(param_groups or []):
+            if not isinstance(group, dict) or "params" not in group:
+                raise ValueError(f"param_groups[{i}]: expected a dict with 'params', got {group!r}")
+            params = (
+                [group["params"]] if isinstance(group["params"], Tensor) else list(group["params"])
+            )
+            for p in params:
+                if id(p) not in owned:
+                    raise ValueError(
+                        f"param_groups[{i}]: holds a tensor of shape {tuple(p.shape)} that is not "
+                        "a trainable parameter of the model"
+                    )
+                taken.add(id(p))
+            groups.append({**group, "params": params})
+        rest = [p for k, p in owned.items() if k not in taken]
+        if rest:
+            groups.append({"params": rest})
+        if not groups:
+            raise ValueError("model: expected trainable parameters, found none")
+        kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        return kind(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+    # ------------------------------------------------------------------ evaluation
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.model.parameters())).device
+
+    @torch.no_grad()
+    def evaluate(self, data: Any = None, batch_size: int | None = None) -> float:
+        """Mean loss over the FULL ``data`` (default: the validation split), in eval mode.
+
+        Batches are weighted by their size, so with a per-example-mean loss this is exactly the
+        mean over all examples.  Every module's train/eval mode is restored afterwards.
+        """
+        source = self.val_source if data is None else _Source("data", data)
+        if source is None:
+            raise ValueError(
+                "data: expected data to evaluate (this trainer has no val_data), got None"
+            )
+        size = batch_size or self.config.eval_batch_size or max(self.config.batch_size, 256)
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        total = 0.0
+        try:
+            for idx in torch.arange(source.n).split(size):
+                total += float(self.model.loss(_to(source.take(idx), self.device))) * len(idx)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        return total / source.n
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self) -> dict[str, Any]:
+        keys = (
+            "step",
+            "epoch",
+            "position",
+            "bad_run",
+            "bad_total",
+            "best",
+            "eval_window",
+            "log_window",
+            "elapsed",
+            "last_val",
+        )
+        return {
+            "trainer": {k: getattr(self, k) for k in keys},
+            "schedule": self.schedule.state_dict(),
+            "rng": capture_rng_state(),
+        }
+
+    def _config_json(self) -> dict[str, Any]:
+        return {"train": dataclasses.asdict(self.config), "model": self.model_config}
+
+    def save(self, path: str | Path, optimizer: bool = True) -> Path:
+        """Checkpoint the model, optimizer and training state to the directory ``path``."""
+        return save_checkpoint(
+            path,
+            self.model,
+            self.optimizer if optimizer else None,
+            extra=self._state(),
+            config=self._config_json(),
+        )
+
+    def load(self, path: str | Path) -> None:
+        """Restore the model, optimizer, schedule, position and RNG states from ``path``."""
+        meta = load_checkpoint(path, self.model, self.optimizer)
+        state = meta["extra"]
+        for k, v in state["trainer"].items():
+            setattr(self, k, v)
+        self.schedule.load_state_dict(state["schedule"])
+        restore_rng_state(state["rng"])
+        saved = (meta.get("config") or {}).get("train") or {}
+        now = dataclasses.asdict(self.config)
+        changed = [
+            f"{k}: {saved[k]!r} -> {now[k]!r}" for k in now if k in saved and saved[k] != now[k]
+        ]
+        if changed:
+            log.warning("resuming %s with changed options (%s)", path, "; ".join(changed))
+
+    # ------------------------------------------------------------------ the loop
+
+    def _next_batch(self) -> Any:
+        if self.train_source is None:
+            return self.config.batch_size
+        n, size = self.train_source.n, self.config.batch_size
+        per_epoch = max(n // size, 1)
+        if self.position >= per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+        if self._perm_epoch != self.epoch:
+            self._perm = _epoch_permutation(n, self.config.seed, self.epoch)
+            self._perm_epoch = self.epoch
+        idx = self._perm[self.position * size : (self.position + 1) * size]
+        self.position += 1
+        return _to(self.train_source.take(idx), self.device)
+
+    def _set_lr(self, step: int) -> None:
+        warm = min(1.0, (step + 1) / self.config.warmup_steps) if self.config.warmup_steps else 1.0
+        for group, lr in zip(self.optimizer.param_groups, self.schedule.lrs_at(step)):
+            group["lr"] = lr * warm
+
+    def _train_step(self) -> tuple[float, int]:
+        """One update; returns (loss, batch length).  A non-finite loss or gradient skips it."""
+        batch = self._next_batch()
+        self._set_lr(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.model.loss(batch)
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise ValueError(f"model.loss(batch): expected a scalar tensor, got {loss!r:.80}")
+        value, problem = loss.detach().item(), None
+        if not math.isfinite(value):
+            problem = f"the loss is {value}"
+        else:
+            loss.backward()
+            grads = [
+                p.grad
+                for g in self.optimizer.param_groups
+                for p in g["params"]
+                if p.grad is not None
+            ]
+            norm = (
+                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                if grads
+                else torch.zeros(())
+            )
+            if not torch.isfinite(norm):
+                problem = f"the gradient norm is {float(norm)}"
+            elif self.config.grad_clip is not None:
+                scale = (self.config.grad_clip / (norm + 1e-6)).clamp(max=1.0)
+                for g in grads:
+                    g.mul_(scale)
+        if problem is None:
+            self.optimizer.step()
+            self.bad_run = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_run, self.bad_total = self.bad_run + 1, self.bad_total + 1
+            log.warning(
+                "step %d: %s; skipped this update (%d consecutive)",
+                self.step + 1,
+                problem,
+                self.bad_run,
+            )
+            if self.bad_run >= self.config.max_bad_steps:
+                raise TrainingDiverged(
+                    f"training diverged: {self.bad_run} consecutive steps (up to step "
+                    f"{self.step + 1}) had a non-finite loss or gradient (last: {problem}). "
+                    f"Try a lower learning rate (lr={self.config.lr:g}), gradient clipping "
+                    "(grad_clip=1.0), or check the data for outliers/NaN"
+                    + (
+                        f"; the last good checkpoint is {self.out_dir / 'last'}"
+                        if self.out_dir
+                        else ""
+                    )
+                )
+        self.step += 1
+        return value, _batch_len(batch)
+
+    def fit(self) -> dict[str, Any]:
+        """Train up to ``config.steps`` steps; returns the final metrics.
+
+        Returns:
+            ``{"step", "epoch", "train_loss", "val_loss", "best_loss", "lr", "skipped_steps",
+            "examples_per_s"}``; ``train_loss`` is the mean over the last logging window.
+        """
+        cfg = self.config
+        if self.resume:
+            path = (
+                self.out_dir / "last" if self.resume is True and self.out_dir else Path(self.resume)
+            )
+            if self.resume is not True or (path / "checkpoint.json").exists():
+                self.load(path)
+                self._truncate_metrics()
+                log.info("resumed from %s at step %d", path, self.step)
+        if self.step == 0:
+            torch.manual_seed(cfg.seed)
+            random.seed(cfg.seed)
+            np.random.seed(cfg.seed % 2**32)  # noqa: NPY002 - the global generator
+        writer, tb = self._open_logs()
+        bar = self._bar()
+        self.model.train()
+        start, start_elapsed, examples = time.perf_counter(), self.elapsed, 0
+        window_t = start
+        try:
+            while self.step < cfg.steps:
+                value, n = self._train_step()
+                examples += n
+                self.elapsed = start_elapsed + time.perf_counter() - start
+                if math.isfinite(value):
+                    for w in (self.eval_window, self.log_window):
+                        w[0], w[1] = w[0] + value, w[1] + 1
+                self.log_window[2] += n
+                last = self.step == cfg.steps
+                line: dict[str, Any] = {}
+                on_cadence = self.step % self.eval_every == 0
+                if on_cadence or last:
+                    line.update(self._evaluate_and_keep_best(on_cadence))
+                if self.step % cfg.log_every == 0 or line or last:
+                    now = time.perf_counter()
+                    line = {
+                        "step": self.step,
+                        "epoch": self.epoch,
+                        **self._log_line(now - window_t),
+                        **line,
+                    }
+                    window_t = now
+                    self._write(writer, tb, line)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        loss=f"{value:.4g}",
+                        lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                        ex_s=f"{examples / max(self.elapsed - start_elapsed, 1e-9):.0f}",
+                        refresh=False,
+                    )
+                if self.out_dir is not None and (self.step % self.checkpoint_every == 0 or last):
+                    self.save(self.out_dir / "last")
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+            if tb is not None:
+                tb.close()
+        self._set_lr(self.step)  # the rate the schedule ends at (cosine: exactly min_lr)
+        wall = time.perf_counter() - start
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "train_loss": self._window_mean(self.log_window),
+            "val_loss": self.last_val,
+            "best_loss": self.best if math.isfinite(self.best) else None,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "skipped_steps": self.bad_total,
+            "examples_per_s": examples / wall if wall > 0 and examples else None,
+        }
+
+    @staticmethod
+    def _window_mean(window: list) -> float | None:
+        return window[0] / window[1] if window[1] else None
+
+    def _evaluate_and_keep_best(self, on_cadence: bool) -> dict[str, Any]:
+        """Full-split evaluation (or the training window's mean), schedule check, best/.
+
+        The schedule only sees checks on the ``eval_every`` cadence (not the extra evaluation
+        at the last step), so that extending ``steps`` later does not change the trajectory.
+        """
+        out: dict[str, Any] = {}
+        if self.val_source is not None:
+            metric = self.last_val = self.evaluate()
+            out["val_loss"] = metric
+        else:
+            metric = self._window_mean(self.eval_window)
+            metric = math.nan if metric is None else metric
+        if on_cadence:
+            self.eval_window = [0.0, 0]
+            if self.schedule.observe(metric):
+                log.info(
+                    "step %d: no improvement in a while; learning rates now %s",
+                    self.step,
+                    self.schedule.lrs_at(self.step),
+                )
+        if math.isfinite(metric) and metric < self.best:
+            self.best = metric
+            if self.out_dir is not None:
+                self.save(self.out_dir / "best", optimizer=False)
+        return out
+
+    def _log_line(self, seconds: float) -> dict[str, Any]:
+        loss_sum, count, examples = self.log_window
+        self.log_window = [0.0, 0, 0]
+        return {
+            "train_loss": loss_sum / count if count else None,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "examples_per_s": examples / seconds if seconds > 0 else None,
+            "time": round(self.elapsed, 3),
+        }
+
+    # ------------------------------------------------------------------ logging
+
+    def _bar(self) -> Any:
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=self.config.steps,
+            initial=self.step,
+            file=sys.stderr,
+            unit="step",
+            desc="train",
+            dynamic_ncols=True,
+        )
+
+    def _open_logs(self) -> tuple[Any, Any]:
+        if self.out_dir is None:
+            return None, None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        writer = open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        tb = None
+        if self.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                tb = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step or None)
+            except Exception:  # tensorboard is an optional extra: skip silently
+                tb = None
+        return writer, tb
+
+    def _write(self, writer: Any, tb: Any, line: dict[str, Any]) -> None:
+        clean = {
+            k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+            for k, v in line.items()
+        }
+        if writer is not None:
+            writer.write(json.dumps(clean, allow_nan=False) + "\n")
+            writer.flush()
+        if tb is not None:
+            for k in ("train_loss", "val_loss", "lr", "examples_per_s"):
+                if clean.get(k) is not None:
+                    tb.add_scalar(k, clean[k], self.step)
+
+    def _truncate_metrics(self) -> None:
+        """Drop log lines written after the checkpoint we resume from (the killed run's tail)."""
+        path = self.out_dir / "metrics.jsonl" if self.out_dir else None
+        if path is None or not path.exists():
+            return
+        kept = []
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(raw)["step"] <= self.step:
+                    kept.append(raw)
+            except (ValueError, KeyError, TypeError):  # a line cut short by the kill
+                continue
+        atomic_write(
+            path, lambda tmp: tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        )
+
+
+# ----------------------------------------------------------------------------- reverse KL
+
+
+class ReverseKL(nn.Module):
+    """Reverse-KL objective for fitting a flow to an UNNORMALIZED density ``p~(x) = Z p(x)``.
+
+    ``loss(n) = mean_i [ln q(x_i) - beta_t ln p~(x_i)]`` with ``x_i ~ q`` reparameterized
+    (``flow.sample_and_log_prob``): at ``beta = 1`` it is ``KL(q || p) - ln Z`` ("Variational
+    Inference with Normalizing Flows", Rezende & Mohamed 2015, arXiv:1505.05770, section 6.1,
+    the free energy of eq. 15 on the energies U1-U4).  Optional annealing as in that section:
+    ``beta_t = min(1, beta_start + t / anneal_steps)`` (the paper: 0.01 and 10,000).
+
+    Args:
+        flow: any module with ``sample_and_log_prob(n) -> (x (n, ...), log_q (n,))``.
+        log_density: ``x (n, ...) -> ln p~(x) (n,)``; not trained (kept out of the parameters).
+        anneal_steps: 0 disables annealing (beta = 1).
+        beta_start: beta at step 0 when annealing.
+
+    ``loss(batch)`` takes the number of samples (the Trainer passes ``batch_size`` when it has
+    no training data).  The step counter ``t`` is a buffer, so it is checkpointed.
+    """
+
+    def __init__(
+        self,
+        flow: nn.Module,
+        log_density: Callable[[Tensor], Tensor],
+        anneal_steps: int = 0,
+        beta_start: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if not callable(getattr(flow, "sample_and_log_prob", None)):
+            raise ValueError(
+                f"flow: expected a module with sample_and_log_prob, got {type(flow).__name__}"
+            )
+        if not callable(log_density):
+            raise ValueError(f"log_density: expected a callable, got {type(log_density).__name__}")
+        if not (isinstance(anneal_steps, int) and anneal_steps >= 0):
+            raise ValueError(f"anneal_steps: expected an int >= 0, got {anneal_steps!r}")
+        if not 0 < beta_start <= 1:
+            raise ValueError(f"beta_start: expected a number in (0, 1], got {beta_start!r}")
+        self.flow = flow
+        self.__dict__["log_density"] = log_density  # bypass Module registration: never trained
+        self.anneal_steps, self.beta_start = anneal_steps, beta_start
+        self.register_buffer("t", torch.zeros((), dtype=torch.long))
+
+    @property
+    def beta(self) -> float:
+        if not self.anneal_steps:
+            return 1.0
+        return min(1.0, self.beta_start + int(self.t) / self.anneal_steps)
+
+    def loss(self, batch: int) -> Tensor:
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+            raise ValueError(
+                f"batch: expected the number of samples (a positive int), got {batch!r:.60}"
+            )
+        x, log_q = self.flow.sample_and_log_prob(batch)
+        log_p = self.log_density(x)
+        if not isinstance(log_p, Tensor) or log_p.shape != log_q.shape:
+            raise ValueError(
+                f"log_density: expected a tensor of shape {tuple(log_q.shape)} (one value per "
+                f"sample), got {getattr(log_p, 'shape', type(log_p).__name__)}"
+            )
+        loss = (log_q - self.beta * log_p).mean()
+        if self.training:
+            self.t += 1
+        return loss
+
+
+def fit_reverse_kl(
+    flow: nn.Module,
+    log_density: Callable[[Tensor], Tensor],
+    steps: int = 5000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    *,
+    anneal_steps: int = 0,
+    beta_start: float = 0.01,
+    **trainer_options: Any,
+) -> dict[str, Any]:
+    """Fit ``flow`` (in place) to the unnormalized ``log_density`` by reverse KL.
+
+    A thin wrapper: :class:`ReverseKL` through the one :class:`Trainer` (constant rate and no
+    weight decay unless ``trainer_options`` say otherwise; any other Trainer/TrainConfig option
+    passes through, e.g. ``out_dir``, ``grad_clip``, ``progress``).
+
+    Returns:
+        The trainer's final metrics; ``train_loss`` estimates ``KL(q || p) - ln Z``.
+    """
+    objective = ReverseKL(flow, log_density, anneal_steps=anneal_steps, beta_start=beta_start)
+    options = {"schedule": "constant", "weight_decay": 0.0, **trainer_options}
+    return Trainer(objective, None, steps=steps, batch_size=batch_size, lr=lr, **options).fit()
