@@ -28,7 +28,7 @@ from flowscope.distributions import StandardNormal
 from flowscope.train import Trainer
 from flowscope.transforms import Affine, Compose, Transform
 
-STEPS, CHECKPOINT_EVERY = 120, 10
+STEPS, CHECKPOINT_EVERY = 40, 10
 
 
 class DropoutCoupling(Transform):
@@ -81,7 +81,7 @@ def train(out_dir: Path, resume: bool = False, sleep: float = 0.0) -> dict[str, 
     train_x, val_x = data()
     trainer = Trainer(
         model, train_x, val_x, out_dir=out_dir, resume=resume, progress=False,
-        steps=STEPS, batch_size=32, lr=5e-3, schedule="plateau", patience=2, eval_every=5,
+        steps=STEPS, batch_size=32, lr=2e-2, schedule="plateau", patience=1, eval_every=5,
         checkpoint_every=CHECKPOINT_EVERY, grad_clip=1.0, seed=7, tensorboard=False,
     )  # fmt: skip
     trainer.fit()

@@ -156,10 +156,14 @@ def test_atomic_write_failure_keeps_old_content_and_no_temp(tmp_path):
 def test_other_architecture_raises_a_clear_value_error(tmp_path):
     flow, opt = _trained(dim=3)
     save_checkpoint(tmp_path / "ck", flow, opt)
-    with pytest.raises(ValueError, match=r"shape mismatches \(6\): .*checkpoint \(3,\) vs model \(4,\)"):
+    with pytest.raises(
+        ValueError, match=r"shape mismatches \(6\): .*checkpoint \(3,\) vs model \(4,\)"
+    ):
         load_checkpoint(tmp_path / "ck", _flow(dim=4))
     other = Flow(Compose(Affine(3)), DiagonalNormal(3))
-    with pytest.raises(ValueError, match=r"unexpected keys \(2\): transform\.transforms\.1\.log_scale"):
+    with pytest.raises(
+        ValueError, match=r"unexpected keys \(2\): transform\.transforms\.1\.log_scale"
+    ):
         load_checkpoint(tmp_path / "ck", other)
     with pytest.raises(
         ValueError,

@@ -32,7 +32,18 @@ from .transforms import (
     half_mask,
 )
 
-__all__ = ["nice", "realnvp", "maf", "iaf", "nsf", "planar", "radial", "make_base"]
+__all__ = [
+    "nice",
+    "realnvp",
+    "maf",
+    "iaf",
+    "nsf",
+    "planar",
+    "radial",
+    "make_base",
+    "glow",
+    "realnvp_image",
+]
 
 
 def _positive(name: str, value: object, minimum: int = 1) -> int:
@@ -281,3 +292,185 @@ def planar(features: int, layers: int = 16, base: str | Distribution = "standard
 def radial(features: int, layers: int = 16, base: str | Distribution = "standard") -> Flow:
     """Radial flow (Rezende & Mohamed 2015, eqs. 13-14), for VI; its inverse is analytic too."""
     return _generative(Radial, features, layers, base)
+
+
+# --- image flows -----------------------------------------------------------------------------
+# Imported here, beside the image recipes, so the vector recipes above stay as they are.
+from .transforms import (  # noqa: E402
+    ActNorm,
+    Logit,
+    MultiScale,
+    Squeeze,
+    UniformDequantization,
+    VariationalDequantization,
+    channel_mask,
+    checkerboard_mask,
+    glow_step,
+    image_coupling,
+)
+from .transforms.image import _image_shape  # noqa: E402
+
+
+def _image_size(shape: object, squeezes: int, recipe: str, levels: int) -> tuple[int, int, int]:
+    """Validate ``(C, H, W)`` and that ``H``, ``W`` survive ``squeezes`` halvings."""
+    out = _image_shape("shape", shape)  # type: ignore[arg-type]
+    f = 2**squeezes
+    if out[1] % f or out[2] % f:
+        fits = 0
+        while out[1] % 2 ** (fits + 1) == 0 and out[2] % 2 ** (fits + 1) == 0:
+            fits += 1
+        raise ValueError(
+            f"shape: {recipe}(levels={levels}) squeezes the image {squeezes} times, so H and W "
+            f"must be divisible by 2**{squeezes} = {f}; got {out}. Use fewer levels (at most "
+            f"{fits + levels - squeezes} here) or crop/pad the images (e.g. 28x28 -> 32x32)"
+        )
+    return out
+
+
+def _preprocessing(
+    shape: tuple[int, int, int], quanta: int, alpha: float, dequantization: str | Transform
+) -> list[Transform]:
+    """Dequantization then ``Logit(alpha)``: integer pixels -> the real line."""
+    if isinstance(dequantization, Transform):
+        deq = dequantization
+    elif dequantization == "uniform":
+        deq = UniformDequantization(quanta)
+    elif dequantization == "variational":
+        deq = VariationalDequantization(shape, quanta)
+    else:
+        raise ValueError(
+            f"dequantization: expected 'uniform', 'variational' or a Transform, got "
+            f"{dequantization!r}"
+        )
+    return [deq, Logit(alpha)]
+
+
+def glow(
+    shape: tuple[int, int, int],
+    levels: int = 3,
+    steps: int = 8,
+    hidden: int = 128,
+    base: str | Distribution = "standard",
+    alpha: float = 1e-5,
+    quanta: int = 256,
+    dequantization: str | Transform = "uniform",
+    split_prior: bool = False,
+    conv_init: str = "permutation",
+) -> Flow:
+    """Glow (Kingma & Dhariwal 2018, arXiv:1807.03039) as in seed 000's code.
+
+    ``x`` (integer pixels) -> dequantization -> ``Logit(alpha)`` -> multi-scale flow
+    (:class:`~flowscope.transforms.MultiScale`): per level a ``Squeeze`` and ``steps`` steps of
+    flow ``[ActNorm, InvertibleConv1x1, affine coupling]`` (:func:`~flowscope.transforms.glow_step`,
+    channel-interleaved masks flipping every step, scale ``sigmoid(h + 2) + 1e-3``, conditioner
+    conv3x3-ReLU-conv1x1-ReLU-conv3x3 zero-init), half the channels factored out after every
+    level but the last; all latents concatenated into one flat vector with base ``"standard"``
+    (M_std) or ``"diagonal"`` (M_diag).
+
+    ``flow.log_prob(x)`` of integer-valued images ``x`` (floats in ``0..quanta-1``) is then a
+    one-sample estimate of the discrete-data log-likelihood bound (dequantization term
+    included): ``flowscope.metrics.bits_per_dim(flow.log_prob(x), C * H * W)``.  Tempered
+    samples: ``flow.sample(n, temperature=0.7)`` (integer-valued images).
+
+    Args:
+        shape: ``(C, H, W)``; ``H`` and ``W`` must be divisible by ``2**levels`` (8x8 digits:
+            levels <= 3; 28x28: levels <= 2 -- 28 -> 14 -> 7 cannot be halved again, pad to
+            32x32 for more; 32x32: levels <= 5).
+        levels: number of scales (seed 000's script default 3; the thesis used 5 at 128 px).
+        steps: steps of flow per level, K (seed 000's script default 32; 8 here for CPU).
+        hidden: conditioner channels (seed 000: 128; the thesis ran 256).
+        base: ``"standard"``, ``"diagonal"`` or a ``Distribution`` over ``(C H W,)``.
+        alpha: logit squeeze (seed 000: 1e-5; RealNVP: 0.05).
+        quanta: number of discrete values per pixel (``ImageDataset.levels``: 256 for 8-bit
+            images, 17 for scikit-learn's digits).
+        dequantization: ``"uniform"``, ``"variational"`` (Flow++) or a dequantization Transform.
+        split_prior: Glow's learned prior on factored-out channels (seed 000 had none).
+        conv_init: ``InvertibleConv1x1`` initialization (``"permutation"``: seed 000's code;
+            ``"rotation"``: the Glow paper; ``"identity"``).
+    """
+    _positive("levels", levels)
+    _positive("steps", steps)
+    _positive("quanta", quanta, 2)
+    shape = _image_size(shape, levels, "glow", levels)
+    scales: list[Transform] = []
+    current = shape
+    for _ in range(levels):
+        squeeze = Squeeze(shape=current)
+        squeezed = squeeze.output_shape(current)
+        flow_steps = [
+            glow_step(squeezed, hidden, flip=k % 2 == 1, init=conv_init) for k in range(steps)
+        ]
+        scales.append(Compose(squeeze, *flow_steps))
+        current = (squeezed[0] - squeezed[0] // 2, squeezed[1], squeezed[2])
+    body = MultiScale(scales, shape, split_prior=split_prior)
+    transform = Compose(*_preprocessing(shape, quanta, alpha, dequantization), body)
+    return Flow(transform, make_base(base, body.features), shape=shape)
+
+
+def realnvp_image(
+    shape: tuple[int, int, int],
+    levels: int = 3,
+    hidden: int = 64,
+    base: str | Distribution = "standard",
+    alpha: float = 0.05,
+    quanta: int = 256,
+    dequantization: str | Transform = "uniform",
+    split_prior: bool = False,
+    clamp: float = 3.0,
+) -> Flow:
+    """Multi-scale RealNVP for images (Dinh, Sohl-Dickstein & Bengio 2017, arXiv:1605.08803).
+
+    Section 3.6: every level but the last applies 3 affine couplings with alternating
+    checkerboard masks, a ``Squeeze``, 3 couplings with alternating channel masks, then factors
+    out half the channels; the last level applies 4 checkerboard couplings.  Each coupling is
+    preceded by an ``ActNorm`` (in place of the paper's batch normalization, section 3.7) and
+    uses the soft-clamped scale ``log s = clamp * tanh(h / clamp)`` and a ``ConvNet``
+    conditioner (in place of the paper's ResNets).  Preprocessing, latent, base and
+    ``log_prob`` semantics are those of :func:`glow`.
+
+    Args:
+        shape: ``(C, H, W)``; ``H``, ``W`` divisible by ``2**(levels - 1)`` and the last level's
+            ``H W >= 2`` (checkerboard).
+        levels: number of scales.
+        hidden: conditioner channels.
+        base, alpha, quanta, dequantization, split_prior: as in :func:`glow` (``alpha`` defaults
+            to RealNVP's 0.05).
+        clamp: bound of the log-scale.
+    """
+    _positive("levels", levels)
+    _positive("quanta", quanta, 2)
+    shape = _image_size(shape, levels - 1, "realnvp_image", levels)
+    if shape[1] * shape[2] < 2 * 4 ** (levels - 1):
+        raise ValueError(
+            f"shape: realnvp_image(levels={levels}) ends with checkerboard couplings on an image "
+            f"of {shape[1] * shape[2] // 4 ** (levels - 1)} pixel(s); got {shape}, use fewer levels"
+        )
+
+    def block(mask_fn, at: tuple[int, int, int], count: int) -> list[Transform]:
+        out: list[Transform] = []
+        for k in range(count):
+            coupling = image_coupling(
+                mask_fn(at, flip=k % 2 == 1), AffineTransformer(scale="tanh", clamp=clamp), hidden
+            )
+            out += [ActNorm(at), coupling]
+        return out
+
+    scales: list[Transform] = []
+    current = shape
+    for i in range(levels):
+        if i == levels - 1:
+            scales.append(Compose(*block(checkerboard_mask, current, 4)))
+            break
+        squeeze = Squeeze(shape=current)
+        squeezed = squeeze.output_shape(current)
+        scales.append(
+            Compose(
+                *block(checkerboard_mask, current, 3),
+                squeeze,
+                *block(channel_mask, squeezed, 3),
+            )
+        )
+        current = (squeezed[0] - squeezed[0] // 2, squeezed[1], squeezed[2])
+    body = MultiScale(scales, shape, split_prior=split_prior)
+    transform = Compose(*_preprocessing(shape, quanta, alpha, dequantization), body)
+    return Flow(transform, make_base(base, body.features), shape=shape)

@@ -159,8 +159,11 @@ def samples_scatter(
     b = _bounds(bounds) if bounds is not None else None
     fig = Figure(figsize=(4, 4), layout="constrained")
     ax = fig.subplots()
-    colour = _dot_colours(_labels("labels", labels, len(a))) if labels is not None else _DOTS[0]
-    ax.scatter(a[:, 0], a[:, 1], s=4, c=colour, alpha=0.7, linewidths=0)
+    if labels is not None:
+        colour = {"c": _dot_colours(_labels("labels", labels, len(a)))}
+    else:
+        colour = {"color": _DOTS[0]}
+    ax.scatter(a[:, 0], a[:, 1], s=4, alpha=0.7, linewidths=0, **colour)
     _square(ax, b, title)
     return fig
 
@@ -454,4 +457,43 @@ def partition_scatter(
     )
     ax.scatter(s[:, 0], s[:, 1], s=5, c=_dot_colours(lab), linewidths=0)
     _square(ax, b, title)
+    return fig
+
+
+def layer_steps_grid(rows: Sequence[Sequence[Any]], row_titles: Sequence[str]) -> Figure:
+    """Seed 000 Figure 1.1 for several depths: row ``r`` shows the data and the output of each of
+    the ``r``-th flow's transforms, in turn.
+
+    Points keep one colour in every panel (their first coordinate in the data, on a continuous
+    map), so one can follow how each layer moves the plane.
+
+    Args:
+        rows: ``rows[r][i]`` is an ``(n, 2)`` array: the data (``i = 0``) or the output of the
+            ``i``-th transform of flow ``r``; all rows hold the same ``n`` data points.
+        row_titles: one label per row (e.g. "1 layer").
+    """
+    if not rows or len(row_titles) != len(rows):
+        raise ValueError(f"row_titles: expected {len(rows)} titles, got {len(row_titles)}")
+    arrs = [
+        [_array(f"rows[{r}][{i}]", a, ndim=2, last=2) for i, a in enumerate(row)]
+        for r, row in enumerate(rows)
+    ]
+    cols = max(len(row) for row in arrs)
+    colour = arrs[0][0][:, 0]
+    fig = Figure(figsize=(1.6 * cols, 1.6 * len(arrs)), layout="constrained")
+    axes = fig.subplots(len(arrs), cols, squeeze=False)
+    for r, row in enumerate(arrs):
+        for i in range(cols):
+            ax = axes[r, i]
+            if i >= len(row):
+                ax.set_axis_off()
+                continue
+            a = row[i]
+            ax.scatter(a[:, 0], a[:, 1], s=1, c=colour, cmap="viridis", linewidths=0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 or i == 0:
+                ax.set_title("data" if i == 0 else f"layer {i}", fontsize=8)
+            if i == 0:
+                ax.set_ylabel(row_titles[r], fontsize=8)
     return fig

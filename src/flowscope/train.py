@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# The trainer's attributes that a checkpoint holds (with the optimizer, schedule and RNG states).
+_STATE_KEYS = ("step", "epoch", "position", "bad_run", "bad_total", "best", "eval_window",
+               "log_window", "elapsed", "last_val", "last_train")  # fmt: skip
 Batch = Tensor | tuple
 
 
@@ -311,6 +314,13 @@ def _batch_len(batch: Any) -> int:
     return len(batch if isinstance(batch, Tensor) else batch[0])
 
 
+def _total_norm(grads: list[Tensor]) -> Tensor:
+    """Euclidean norm of all gradients together (torch's fused version where it exists)."""
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
+        return torch.nn.utils.get_total_norm(grads)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
 def _epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
     """The order of epoch ``epoch``: a function of ``(seed, epoch)`` only, so resume needs no
     generator state (SeedSequence mixes the pair into a well-spread 63-bit seed)."""
@@ -361,9 +371,8 @@ class Trainer:
         **overrides: Any,
     ) -> None:
         if not isinstance(model, nn.Module) or not callable(getattr(model, "loss", None)):
-            raise ValueError(
-                f"model: expected an nn.Module with a loss(batch) method, got {type(model).__name__}"
-            )
+            got = type(model).__name__
+            raise ValueError(f"model: expected an nn.Module with a loss(batch) method, got {got}")
         fields = {f.name for f in dataclasses.fields(TrainConfig)}
         unknown = sorted(set(overrides) - fields)
         if unknown:
@@ -398,6 +407,9 @@ class Trainer:
         self.log_window = [0.0, 0, 0]  # ... since the last log line, plus examples
         self.elapsed = 0.0
         self.last_val: float | None = None
+        self.last_train: float | None = None
+        self._writer: Any = None
+        self._tb: Any = None
         self._perm, self._perm_epoch = torch.empty(0, dtype=torch.long), -1
 
     def _make_optimizer(
@@ -461,20 +473,8 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def _state(self) -> dict[str, Any]:
-        keys = (
-            "step",
-            "epoch",
-            "position",
-            "bad_run",
-            "bad_total",
-            "best",
-            "eval_window",
-            "log_window",
-            "elapsed",
-            "last_val",
-        )
         return {
-            "trainer": {k: getattr(self, k) for k in keys},
+            "trainer": {k: getattr(self, k) for k in _STATE_KEYS},
             "schedule": self.schedule.state_dict(),
             "rng": capture_rng_state(),
         }
@@ -496,8 +496,10 @@ class Trainer:
         """Restore the model, optimizer, schedule, position and RNG states from ``path``."""
         meta = load_checkpoint(path, self.model, self.optimizer)
         state = meta["extra"]
-        for k, v in state["trainer"].items():
-            setattr(self, k, v)
+        for k in _STATE_KEYS:
+            if k in state["trainer"]:
+                setattr(self, k, state["trainer"][k])
+        self._perm_epoch = -1
         self.schedule.load_state_dict(state["schedule"])
         restore_rng_state(state["rng"])
         saved = (meta.get("config") or {}).get("train") or {}
@@ -537,54 +539,47 @@ class Trainer:
         loss = self.model.loss(batch)
         if not isinstance(loss, Tensor) or loss.numel() != 1:
             raise ValueError(f"model.loss(batch): expected a scalar tensor, got {loss!r:.80}")
-        value, problem = loss.detach().item(), None
-        if not math.isfinite(value):
-            problem = f"the loss is {value}"
-        else:
-            loss.backward()
-            grads = [
-                p.grad
-                for g in self.optimizer.param_groups
-                for p in g["params"]
-                if p.grad is not None
-            ]
-            norm = (
-                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-                if grads
-                else torch.zeros(())
-            )
-            if not torch.isfinite(norm):
-                problem = f"the gradient norm is {float(norm)}"
-            elif self.config.grad_clip is not None:
-                scale = (self.config.grad_clip / (norm + 1e-6)).clamp(max=1.0)
-                for g in grads:
-                    g.mul_(scale)
+        value = loss.detach().item()
+        problem = f"the loss is {value}" if not math.isfinite(value) else self._backward(loss)
         if problem is None:
             self.optimizer.step()
             self.bad_run = 0
-        else:
+        else:  # no parameter or optimizer-state change
             self.optimizer.zero_grad(set_to_none=True)
             self.bad_run, self.bad_total = self.bad_run + 1, self.bad_total + 1
-            log.warning(
-                "step %d: %s; skipped this update (%d consecutive)",
-                self.step + 1,
-                problem,
-                self.bad_run,
-            )
+            log.warning("step %d: %s; skipped this update (%d consecutive)", self.step + 1,
+                        problem, self.bad_run)  # fmt: skip
             if self.bad_run >= self.config.max_bad_steps:
+                where = (
+                    f"; the last good checkpoint is {self.out_dir / 'last'}" if self.out_dir else ""
+                )
                 raise TrainingDiverged(
                     f"training diverged: {self.bad_run} consecutive steps (up to step "
                     f"{self.step + 1}) had a non-finite loss or gradient (last: {problem}). "
                     f"Try a lower learning rate (lr={self.config.lr:g}), gradient clipping "
-                    "(grad_clip=1.0), or check the data for outliers/NaN"
-                    + (
-                        f"; the last good checkpoint is {self.out_dir / 'last'}"
-                        if self.out_dir
-                        else ""
-                    )
+                    f"(grad_clip=1.0), or check the data for outliers/NaN{where}"
                 )
         self.step += 1
         return value, _batch_len(batch)
+
+    def _backward(self, loss: Tensor) -> str | None:
+        """Backpropagate and clip the global gradient norm; returns what was non-finite."""
+        loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        grads = [p.grad for p in params]
+        if not grads:
+            return None
+        norm = _total_norm(grads)
+        if not torch.isfinite(norm):
+            names = {id(p): name for name, p in self.model.named_parameters()}
+            bad = (names.get(id(p), "?") for p in params if not p.grad.isfinite().all())
+            first = next(bad, "none, the norm overflowed")
+            return f"the gradient norm is {float(norm)} (first non-finite: {first})"
+        if self.config.grad_clip is not None:
+            scale = (self.config.grad_clip / (norm + 1e-6)).clamp(max=1.0)
+            for g in grads:
+                g.mul_(scale.to(g.device))
+        return None
 
     def fit(self) -> dict[str, Any]:
         """Train up to ``config.steps`` steps; returns the final metrics.
@@ -595,75 +590,71 @@ class Trainer:
         """
         cfg = self.config
         if self.resume:
-            path = (
-                self.out_dir / "last" if self.resume is True and self.out_dir else Path(self.resume)
-            )
-            if self.resume is not True or (path / "checkpoint.json").exists():
-                self.load(path)
-                self._truncate_metrics()
-                log.info("resumed from %s at step %d", path, self.step)
+            self._resume_from(self.out_dir / "last" if self.resume is True else Path(self.resume))
         if self.step == 0:
             torch.manual_seed(cfg.seed)
             random.seed(cfg.seed)
             np.random.seed(cfg.seed % 2**32)  # noqa: NPY002 - the global generator
-        writer, tb = self._open_logs()
+        self._writer, self._tb = self._open_logs()
         bar = self._bar()
         self.model.train()
-        start, start_elapsed, examples = time.perf_counter(), self.elapsed, 0
-        window_t = start
+        start, before, examples = time.perf_counter(), self.elapsed, 0
+        self._window_t = start
         try:
             while self.step < cfg.steps:
                 value, n = self._train_step()
                 examples += n
-                self.elapsed = start_elapsed + time.perf_counter() - start
-                if math.isfinite(value):
-                    for w in (self.eval_window, self.log_window):
-                        w[0], w[1] = w[0] + value, w[1] + 1
-                self.log_window[2] += n
-                last = self.step == cfg.steps
-                line: dict[str, Any] = {}
-                on_cadence = self.step % self.eval_every == 0
-                if on_cadence or last:
-                    line.update(self._evaluate_and_keep_best(on_cadence))
-                if self.step % cfg.log_every == 0 or line or last:
-                    now = time.perf_counter()
-                    line = {
-                        "step": self.step,
-                        "epoch": self.epoch,
-                        **self._log_line(now - window_t),
-                        **line,
-                    }
-                    window_t = now
-                    self._write(writer, tb, line)
+                self.elapsed = before + time.perf_counter() - start
+                self._after_step(value, n)
                 if bar is not None:
+                    rate = examples / max(self.elapsed - before, 1e-9)
+                    lr = self.optimizer.param_groups[0]["lr"]
                     bar.update(1)
-                    bar.set_postfix(
-                        loss=f"{value:.4g}",
-                        lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
-                        ex_s=f"{examples / max(self.elapsed - start_elapsed, 1e-9):.0f}",
-                        refresh=False,
-                    )
-                if self.out_dir is not None and (self.step % self.checkpoint_every == 0 or last):
-                    self.save(self.out_dir / "last")
+                    bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2e}", ex_s=f"{rate:.0f}",
+                                    refresh=False)  # fmt: skip
         finally:
-            if bar is not None:
-                bar.close()
-            if writer is not None:
-                writer.close()
-            if tb is not None:
-                tb.close()
+            for handle in (bar, self._writer, self._tb):
+                if handle is not None:
+                    handle.close()
+            self._writer = self._tb = None
         self._set_lr(self.step)  # the rate the schedule ends at (cosine: exactly min_lr)
         wall = time.perf_counter() - start
         return {
             "step": self.step,
             "epoch": self.epoch,
-            "train_loss": self._window_mean(self.log_window),
+            "train_loss": self.last_train,
             "val_loss": self.last_val,
             "best_loss": self.best if math.isfinite(self.best) else None,
             "lr": self.optimizer.param_groups[0]["lr"],
             "skipped_steps": self.bad_total,
             "examples_per_s": examples / wall if wall > 0 and examples else None,
         }
+
+    def _resume_from(self, path: Path) -> None:
+        if self.resume is True and not (path / "checkpoint.json").exists():
+            log.info("no checkpoint in %s: starting a fresh run", path)
+            return
+        self.load(path)
+        self._truncate_metrics()
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _after_step(self, value: float, n: int) -> None:
+        """Bookkeeping after an update: windows, evaluation, log line, checkpoint."""
+        if math.isfinite(value):
+            for w in (self.eval_window, self.log_window):
+                w[0], w[1] = w[0] + value, w[1] + 1
+        self.log_window[2] += n
+        last = self.step == self.config.steps
+        on_cadence = self.step % self.eval_every == 0
+        line = self._evaluate_and_keep_best(on_cadence) if on_cadence or last else {}
+        if line or last or self.step % self.config.log_every == 0:
+            now = time.perf_counter()
+            line = {"step": self.step, "epoch": self.epoch, **self._log_line(now - self._window_t),
+                    **line}  # fmt: skip
+            self._window_t, self.last_train = now, line["train_loss"]
+            self._write(line)
+        if self.out_dir is not None and (self.step % self.checkpoint_every == 0 or last):
+            self.save(self.out_dir / "last")
 
     @staticmethod
     def _window_mean(window: list) -> float | None:
@@ -737,18 +728,18 @@ class Trainer:
                 tb = None
         return writer, tb
 
-    def _write(self, writer: Any, tb: Any, line: dict[str, Any]) -> None:
+    def _write(self, line: dict[str, Any]) -> None:
         clean = {
             k: (v if not isinstance(v, float) or math.isfinite(v) else None)
             for k, v in line.items()
         }
-        if writer is not None:
-            writer.write(json.dumps(clean, allow_nan=False) + "\n")
-            writer.flush()
-        if tb is not None:
+        if self._writer is not None:
+            self._writer.write(json.dumps(clean, allow_nan=False) + "\n")
+            self._writer.flush()
+        if self._tb is not None:
             for k in ("train_loss", "val_loss", "lr", "examples_per_s"):
                 if clean.get(k) is not None:
-                    tb.add_scalar(k, clean[k], self.step)
+                    self._tb.add_scalar(k, clean[k], self.step)
 
     def _truncate_metrics(self) -> None:
         """Drop log lines written after the checkpoint we resume from (the killed run's tail)."""
@@ -775,8 +766,8 @@ class ReverseKL(nn.Module):
 
     ``loss(n) = mean_i [ln q(x_i) - beta_t ln p~(x_i)]`` with ``x_i ~ q`` reparameterized
     (``flow.sample_and_log_prob``): at ``beta = 1`` it is ``KL(q || p) - ln Z`` ("Variational
-    Inference with Normalizing Flows", Rezende & Mohamed 2015, arXiv:1505.05770, section 6.1,
-    the free energy of eq. 15 on the energies U1-U4).  Optional annealing as in that section:
+    Inference with Normalizing Flows", Rezende & Mohamed 2015, arXiv:1505.05770, section 6.1:
+    the variational free energy on the energies U1-U4).  Optional annealing as in that section:
     ``beta_t = min(1, beta_start + t / anneal_steps)`` (the paper: 0.01 and 10,000).
 
     Args:

@@ -142,13 +142,13 @@ def _nuisance(v: np.ndarray, attrs: np.ndarray) -> dict[str, np.ndarray]:
     """Map uniforms ``v`` ``(B, _N_PARAMS - _A)`` to pose and colours (RGB rows ``(B, 3)``)."""
     b = v.shape[0]
     par = {
-        "theta": _lerp(-0.18, 0.18, v[:, 0]),  # about +-10 degrees of roll
-        "cx": _lerp(-0.07, 0.07, v[:, 1]),
-        "cy": _lerp(-0.02, 0.10, v[:, 2]),
-        "r": _lerp(0.40, 0.47, v[:, 3]),  # half face width, in half image widths
+        "theta": _lerp(-0.14, 0.14, v[:, 0]),  # about +-8 degrees of roll
+        "cx": _lerp(-0.05, 0.05, v[:, 1]),
+        "cy": _lerp(0.0, 0.08, v[:, 2]),
+        "r": _lerp(0.41, 0.47, v[:, 3]),  # half face width, in half image widths
         "aspect": _lerp(1.15, 1.32, v[:, 4]),  # face half-height / half-width
         "eye_dx": _lerp(0.36, 0.42, v[:, 5]),
-        "mouth_w": _lerp(0.30, 0.40, v[:, 6]),
+        "mouth_w": _lerp(0.28, 0.34, v[:, 6]),
     }
     pale = attrs[:, 8]
     ramp_t = v[:, 7] * (len(_SKIN_RAMP) - 1)
@@ -276,22 +276,27 @@ def render_faces(attrs: np.ndarray, v: np.ndarray, size: int) -> np.ndarray:
     xs, ys = coords(win)
     beard = np.maximum(_ellipse(xs, ys - 0.05, 1.02, h3 * 1.08), 0.42 - ys)
     beard = np.maximum(beard, -_ellipse(xs, ys - mouth_y, 0.5, 0.22))
-    paint(win, beard, hair * 0.8, on["beard"])
-    # Hair over the top of the head; bangs bring the fringe down over the forehead.
-    win = box(-1.15, 1.15, -hb - 0.3, -0.1)
-    xs, ys = coords(win)
-    head = _ellipse(xs, ys + 0.25, 1.1, h3 * 0.98)
-    paint(win, np.maximum(head, ys + h3 * 0.62 - 0.18 * xs * xs), hair)
-    paint(win, np.maximum(head, ys + h3 * 0.22 - 0.3 * xs * xs), hair, on["bangs"])
-    # Nose, brows, eyes (open: white almond and iris; closed: a dark lid line), glasses.
+    paint(win, beard, hair * 0.6, on["beard"])
+    # Nose and brows (under the fringe, when there are bangs), then the hair over the head.
     win = box(-0.2, 0.2, 0.0, 0.5)
     xs, ys = coords(win)
     paint(win, _ellipse(xs, ys - 0.2 * h3, 0.11, 0.2), skin * 0.82)
     ex0 = par["eye_dx"][:, None, None]
-    win = box(-0.8, 0.8, -0.5 * hb - 0.1, 0.35)
+    eyes = box(-0.8, 0.8, -0.5 * hb - 0.1, 0.35)
+    xe, ye = coords(eyes)
+    ex, ey = np.abs(xe) - ex0, ye + 0.05 * h3  # both eyes at once, by symmetry
+    paint(eyes, _segment(ex, ye + 0.34 * h3, -0.17, 0.17, 0.0, 0.06), hair * 0.8)
+    # Hair over the top of the head; bangs bring the fringe down over the forehead.
+    win = box(-1.15, 1.15, -hb - 0.3, -0.1)
     xs, ys = coords(win)
-    ex, ey = np.abs(xs) - ex0, ys + 0.05 * h3
-    paint(win, _segment(ex, ys + 0.34 * h3, -0.17, 0.17, 0.0, 0.06), hair * 0.8)
+    head = _ellipse(xs, ys + 0.25, 1.1, h3 * 0.98)
+    paint(win, np.maximum(head, ys + h3 * 0.7 - 0.18 * xs * xs), hair)
+    # The fringe casts a shadow line on the forehead: a cue that holds whatever the colours.
+    fringe_edge = ys + h3 * 0.16 - 0.12 * xs * xs
+    paint(win, np.maximum(_ellipse(xs, ys, 1.0, h3), fringe_edge - 0.07), skin * 0.55, on["bangs"])
+    paint(win, np.maximum(head, fringe_edge), hair, on["bangs"])
+    # Eyes (open: white almond and iris; closed: a dark lid line), glasses.
+    win = eyes
     open_ = 1.0 - on["eyes_closed"]
     paint(win, _ellipse(ex, ey, 0.24, 0.17), col(245.0), open_)
     paint(win, _ellipse(ex, ey, 0.12, 0.13), par["iris"], open_)
@@ -299,26 +304,23 @@ def render_faces(attrs: np.ndarray, v: np.ndarray, size: int) -> np.ndarray:
     lens = _ellipse(ex, ey, 0.33, 0.28)
     paint(win, lens, col(200.0), on["glasses"] * 0.18)
     paint(win, np.abs(lens) - 0.055, par["frame"], on["glasses"])
-    paint(win, _segment(xs, ey, -0.1, 0.1, 0.0, 0.05), par["frame"], on["glasses"])
-    # Mouth, one of four shapes per face from (smiling, mouth_open), drawn in units of its
+    paint(win, _segment(xe, ey, -0.1, 0.1, 0.0, 0.05), par["frame"], on["glasses"])
+    # Mouth, one of four shapes per face from (smiling, mouth_open). A smile is wider, with
+    # raised corners; an open smile shows teeth. Shapes are drawn in units of the mouth's
     # half-width w (hence "* w" back to local units).
-    win = box(-0.5, 0.5, 0.52 * hb - 0.45, 0.52 * hb + 0.45)
+    win = box(-0.6, 0.6, 0.52 * hb - 0.5, 0.52 * hb + 0.5)
     xs, ys = coords(win)
-    w = par["mouth_w"][:, None, None]
-    xw, yw = xs / w, (ys - mouth_y) / w
     smiling, open_mouth = attrs[:, 0][:, None, None], attrs[:, 1][:, None, None]
+    w = par["mouth_w"][:, None, None] * np.where(smiling, np.float32(1.4), np.float32(1.0))
+    xw, yw = xs / w, (ys - mouth_y) / w
+    grin = np.maximum(_ellipse(xw, yw + 0.2, 1.0, 0.95), -yw - 0.2) * w
     closed_d = np.where(
-        smiling,
-        _arc(xw, yw + 1.1, 1.3, 0.14, 0.55) * w,
-        _segment(xw, yw, -1.0, 1.0, 0.0, 0.16) * w,
+        smiling, _arc(xw, yw + 0.9, 1.1, 0.2, 0.45) * w, _segment(xs, ys - mouth_y, -w, w, 0, 0.07)
     )
-    open_d = np.where(
-        smiling,
-        np.maximum(_ellipse(xw, yw + 0.15, 1.1, 1.0), -yw - 0.15) * w,
-        _ellipse(xs, ys - mouth_y, 0.17, 0.2),
-    )
+    open_d = np.where(smiling, grin, _ellipse(xs, ys - mouth_y, 0.16, 0.2))
     mouth_colour = np.where(attrs[:, 1:2], _MOUTH_INSIDE, _LIPS).astype(np.float32)
     paint(win, np.where(open_mouth, open_d, closed_d), mouth_colour)
+    paint(win, np.maximum(grin, yw * w - 0.05), col(240.0), on["smiling"] * on["mouth_open"])
     # Hat: crown and brim, over the hair.
     win = box(-1.5, 1.5, -hb - 0.9, -0.5 * hb)
     xs, ys = coords(win)

@@ -8,7 +8,9 @@ from . import (
     autoregressive,
     base,
     coupling,
+    dequantization,
     elementwise,
+    image,
     linear,
     normalization,
     planar,
@@ -18,7 +20,9 @@ from . import (
 from .autoregressive import *  # noqa: F403
 from .base import *  # noqa: F403
 from .coupling import *  # noqa: F403
+from .dequantization import *  # noqa: F403
 from .elementwise import *  # noqa: F403
+from .image import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .normalization import *  # noqa: F403
 from .planar import *  # noqa: F403
@@ -37,6 +41,8 @@ __all__ = [
         coupling,
         autoregressive,
         planar,
+        image,
+        dequantization,
     )
     for name in module.__all__
 ]

@@ -16,16 +16,18 @@ section 3.1, eqs. 4-5):
     dy/dx = s_k^2 [delta^(k+1) xi^2 + 2 s_k xi (1 - xi) + delta^(k) (1 - xi)^2]
             / D(xi)^2
 
-The inverse solves the quadratic ``a xi^2 + b xi + c = 0`` of their appendix A, with
-``dy = y - y^(k)`` and ``e = delta^(k+1) + delta^(k) - 2 s_k``:
+The inverse solves the quadratic ``a xi^2 + b xi + c = 0`` of their appendix A, here divided by
+``h_k`` and written in ``r = (y - y^(k)) / h_k`` with ``e = delta^(k+1) + delta^(k) - 2 s_k``:
 
-    a = h_k (s_k - delta^(k)) + dy e,   b = h_k delta^(k) - dy e,   c = -s_k dy
+    a = s_k - delta^(k) + r e,   b = delta^(k) - r e,   c = -s_k r,
+    b^2 - 4ac = (delta^(k) (1 - r) - delta^(k+1) r)^2 + 4 s_k^2 r (1 - r)
 
-whose monotone root is ``xi = 2c / (-b - sqrt(b^2 - 4ac)) = (-b + sqrt(b^2 - 4ac)) / (2a)``.
-The paper's first form is stable when ``b >= 0``; when ``b < 0`` (a nearly flat bin next to a
-steep knot) its denominator cancels catastrophically, so the second, then cancellation-free form
-is used there.  This keeps the float32 inverse accurate to a few ulps in ``y`` (backward error)
-even for extreme parameters.
+(the second line is exact algebra; as a sum of non-negative terms it cannot cancel, unlike
+``b^2 - 4ac`` evaluated directly, which loses everything in float32 for steep bins).  The monotone
+root is ``xi = 2c / (-b - sqrt(b^2 - 4ac)) = (-b + sqrt(b^2 - 4ac)) / (2a)``: the paper's first
+form is stable when ``b >= 0``; when ``b < 0`` (a nearly flat bin next to a steep knot) its
+denominator cancels, so the second, then cancellation-free form is used there.  This keeps the
+float32 inverse within a few ulps of ``y`` (backward error) even for extreme parameters.
 """
 
 from __future__ import annotations
@@ -51,6 +53,17 @@ def _knots(sizes: Tensor, bound: float) -> Tensor:
     lo = torch.full_like(sizes[..., :1], -bound)
     hi = torch.full_like(sizes[..., :1], bound)
     return torch.cat([lo, inner, hi], dim=-1)
+
+
+def _softmax(raw: Tensor) -> Tensor:
+    """Softmax over the (short) last axis.
+
+    Written out because torch's CPU softmax kernel is ~3x slower (forward + backward) than these
+    few elementwise ops on rows of a handful of bins.  Subtracting the detached row maximum keeps
+    exp() from overflowing without changing the value or the gradient (softmax is shift-invariant).
+    """
+    e = (raw - raw.amax(dim=-1, keepdim=True).detach()).exp()
+    return e / e.sum(dim=-1, keepdim=True)
 
 
 def rational_quadratic_spline(
@@ -103,11 +116,17 @@ def rational_quadratic_spline(
     slack = d_k1 + d_k - 2 * s  # the coefficient of xi (1 - xi) in the denominator
 
     if inverse:
-        dy = z - y_k
-        a = h * (s - d_k) + dy * slack
-        b = h * d_k - dy * slack
-        c = -s * dy
-        root = (b * b - 4 * a * c).clamp_min(0.0).sqrt()  # b^2 - 4ac >= 0 up to rounding
+        # Appendix A's quadratic divided by h_k, in r = (y - y^(k)) / h_k, the fraction of the
+        # bin's height below y (in [0, 1]; the clamp only removes rounding).
+        r = ((z - y_k) / h).clamp(0.0, 1.0)
+        a = s - d_k + r * slack
+        b = d_k - r * slack
+        c = -s * r
+        # b^2 - 4ac expanded exactly into a sum of two non-negative terms: computed directly it
+        # cancels catastrophically in float32 (steep bins: b^2 ~ 4ac ~ 1e8) and can come out
+        # <= 0, where sqrt has an infinite gradient.  Here both terms vanish together only if a
+        # knot derivative is 0, so the square root and its gradient stay finite.
+        root = ((d_k * (1 - r) - d_k1 * r) ** 2 + 4 * s * s * r * (1 - r)).sqrt()
         # The wanted root is 2c / (-b - root) == (-b + root) / (2a).  The first form cancels
         # catastrophically when b < 0 (flat bin next to a steep knot), the second when b > 0, so
         # pick per entry; in the b < 0 branch a > 0 (c <= 0 and the root lies in [0, 1]), and both
@@ -194,12 +213,14 @@ class RationalQuadraticSpline(Transformer):
         """Raw ``(..., 3K-1)`` -> widths, heights ``(..., K)`` and derivatives ``(..., K+1)``."""
         k = self.bins
         scale = 2 * self.bound
-        widths = F.softmax(params[..., :k], dim=-1)
-        widths = scale * (self.min_bin_width + (1 - k * self.min_bin_width) * widths)
-        heights = F.softmax(params[..., k : 2 * k], dim=-1)
-        heights = scale * (self.min_bin_height + (1 - k * self.min_bin_height) * heights)
-        inner = self.min_derivative + F.softplus(params[..., 2 * k :] + self._shift)
-        ones = torch.ones_like(params[..., :1])
+        # split (not three slices): its backward is one cat instead of three zero-filled copies.
+        raw_widths, raw_heights, raw_derivatives = params.split([k, k, k - 1], dim=-1)
+        widths = scale * (self.min_bin_width + (1 - k * self.min_bin_width) * _softmax(raw_widths))
+        heights = scale * (
+            self.min_bin_height + (1 - k * self.min_bin_height) * _softmax(raw_heights)
+        )
+        inner = self.min_derivative + F.softplus(raw_derivatives + self._shift)
+        ones = torch.ones_like(raw_widths[..., :1])
         derivatives = torch.cat([ones, inner, ones], dim=-1)
         return widths, heights, derivatives
 
