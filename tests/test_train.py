@@ -21,18 +21,12 @@ from torch import nn
 
 import flowscope.train as train_module
 from flowscope import Flow
-from flowscope.checkpoint import load_checkpoint
+from flowscope.checkpoint import load_checkpoint, read_checkpoint
 from flowscope.distributions import DiagonalNormal, StandardNormal
-from flowscope.train import (
-    CosineSchedule,
-    PlateauSchedule,
-    ReverseKL,
-    TrainConfig,
-    Trainer,
-    TrainingDiverged,
-    fit_reverse_kl,
-)
+from flowscope.schedules import CosineSchedule, PlateauSchedule
+from flowscope.train import TrainConfig, Trainer, TrainingDiverged
 from flowscope.transforms import Affine, Compose
+from flowscope.variational import ReverseKL, fit_reverse_kl
 
 WORKER = Path(__file__).with_name("_resume_worker.py")
 
@@ -190,8 +184,13 @@ def test_bad_arguments_raise_value_errors():
         Trainer(_flow(), x, stepz=3)
     with pytest.raises(ValueError, match="lr: expected a finite number > 0, got -1"):
         Trainer(_flow(), x, lr=-1)
-    with pytest.raises(ValueError, match="schedule: expected one of"):
+    with pytest.raises(
+        ValueError, match="schedule: expected 'plateau', 'cosine' or 'constant', got 'linear'"
+    ):
         TrainConfig(schedule="linear")
+    for bad in ({"grad_clip": 0.0}, {"seed": -1}, {"decay_factor": 1.5}, {"eval_every": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))}: expected"):
+            TrainConfig(**bad)
     with pytest.raises(ValueError, match="train_data: expected tensors of equal length"):
         Trainer(_flow(), (x, torch.zeros(3)))
     with pytest.raises(ValueError, match="train_data: expected a Tensor"):
@@ -307,6 +306,29 @@ def test_metrics_log_best_and_last(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_tensorboard_is_used_when_it_imports(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeWriter:  # stands in for torch.utils.tensorboard.SummaryWriter (an optional extra)
+        def __init__(self, log_dir, purge_step=None):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, step))
+
+        def close(self):
+            calls.append(("close", None))
+
+    fake = type(sys)("torch.utils.tensorboard")
+    fake.SummaryWriter = FakeWriter
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    x = torch.randn(16, 2)
+    Trainer(_flow(), x, x, out_dir=tmp_path, steps=4, batch_size=8, eval_every=2, log_every=2,
+            progress=False).fit()  # fmt: skip
+    assert calls[0] == ("init", str(tmp_path / "tb")) and calls[-1] == ("close", None)
+    assert ("val_loss", 4) in calls and ("train_loss", 2) in calls
+
+
 def _state_dicts_equal(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -334,6 +356,7 @@ def test_resume_after_a_crash_is_exact_and_needs_the_rng_states(tmp_path, monkey
         m.setattr(worker.NoisyFlow, "loss", crash_after(27))  # a few steps after step 20
         with pytest.raises(Crash):
             worker.train(tmp_path / "run")
+    assert read_checkpoint(tmp_path / "run" / "last")["extra"]["trainer"]["step"] == 20
     shutil.copytree(tmp_path / "run", tmp_path / "run2")
     assert _state_dicts_equal(worker.train(tmp_path / "run", resume=True), reference)
     # Without restoring the RNG states (dropout, noise), the resumed run drifts away.

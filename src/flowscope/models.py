@@ -13,6 +13,7 @@ from torch import nn
 from .distributions import DiagonalNormal, Distribution, Logistic, StandardNormal
 from .flow import Flow
 from .transforms import (
+    ActNorm,
     Affine,
     AffineTransformer,
     BatchNorm,
@@ -20,17 +21,27 @@ from .transforms import (
     Coupling,
     Inverse,
     InverseAutoregressive,
+    Logit,
     LULinear,
     MaskedAutoregressive,
+    MultiScale,
     Planar,
     Radial,
     RationalQuadraticSpline,
     ReversePermutation,
+    Squeeze,
     Transform,
+    UniformDequantization,
+    VariationalDequantization,
     additive_coupling,
     affine_coupling,
+    channel_mask,
+    checkerboard_mask,
+    glow_step,
     half_mask,
+    image_coupling,
 )
+from .transforms.image import _image_shape
 
 __all__ = [
     "nice",
@@ -295,20 +306,6 @@ def radial(features: int, layers: int = 16, base: str | Distribution = "standard
 
 
 # --- image flows -----------------------------------------------------------------------------
-# Imported here, beside the image recipes, so the vector recipes above stay as they are.
-from .transforms import (  # noqa: E402
-    ActNorm,
-    Logit,
-    MultiScale,
-    Squeeze,
-    UniformDequantization,
-    VariationalDequantization,
-    channel_mask,
-    checkerboard_mask,
-    glow_step,
-    image_coupling,
-)
-from .transforms.image import _image_shape  # noqa: E402
 
 
 def _image_size(shape: object, squeezes: int, recipe: str, levels: int) -> tuple[int, int, int]:

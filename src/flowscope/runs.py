@@ -241,7 +241,7 @@ def train_run(
         {
             "params": float(sum(p.numel() for p in flow.parameters())),
             "steps": float(summary["step"]),
-            "best_val_nll": float(summary["best_loss"]),
+            "best_val_nll": float(summary["best_loss"] if summary["best_loss"] is not None else "nan"),
             "train_wall_minutes": wall / 60,
             "train_cpu_minutes": cpu / 60,
         }

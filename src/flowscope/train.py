@@ -38,6 +38,7 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from .schedules import ConstantSchedule, CosineSchedule, PlateauSchedule
 
 __all__ = [
     "TrainConfig",
@@ -45,8 +46,6 @@ __all__ = [
     "TrainingDiverged",
     "PlateauSchedule",
     "CosineSchedule",
-    "ReverseKL",
-    "fit_reverse_kl",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,117 +57,6 @@ Batch = Tensor | tuple
 
 class TrainingDiverged(RuntimeError):
     """Raised after ``max_bad_steps`` consecutive steps with a non-finite loss or gradient."""
-
-
-# ----------------------------------------------------------------------------- schedules
-
-
-class PlateauSchedule:
-    """Seed 000's plateau schedule (thesis section 3.3).
-
-    At each check (an evaluation), a loss that is not below the best so far counts as a bad
-    check; after ``patience`` bad checks in a row every learning rate is multiplied by
-    ``factor`` (never below ``min_lr``; a rate already at or below it is left alone) and
-    ``patience`` by ``growth``.  The thesis: ``N_c = 24``, factor 0.8, growth 1.3, min lr 1e-5.
-    (The seed's code inverted the floor test, so its first decay dropped the rate to 1e-5.)
-
-    Args:
-        lrs: initial learning rate of each parameter group.
-        patience: ``N_c``, bad checks before a decay (may become fractional after growth: a
-            decay happens once the count reaches it, i.e. after ``ceil(N_c)`` bad checks).
-        threshold: relative improvement needed to count as better (0: any decrease).
-    """
-
-    def __init__(
-        self,
-        lrs: Sequence[float],
-        patience: float = 24,
-        factor: float = 0.8,
-        growth: float = 1.3,
-        min_lr: float = 1e-5,
-        threshold: float = 0.0,
-    ) -> None:
-        for name, v, ok in (
-            ("patience", patience, patience > 0),
-            ("factor", factor, 0 < factor < 1),
-            ("growth", growth, growth >= 1),
-            ("min_lr", min_lr, min_lr >= 0),
-            ("threshold", threshold, 0 <= threshold < 1),
-        ):
-            if not ok:
-                raise ValueError(f"{name}: got {v!r}, outside its valid range")
-        self.lrs = [float(lr) for lr in lrs]
-        self.patience, self.factor, self.growth = float(patience), factor, growth
-        self.min_lr, self.threshold = min_lr, threshold
-        self.best, self.bad, self.decays = math.inf, 0, 0
-
-    def lrs_at(self, step: int) -> list[float]:
-        return list(self.lrs)
-
-    def observe(self, loss: float) -> bool:
-        """Record one check; returns True when it decayed the learning rates."""
-        target = (
-            self.best - self.threshold * abs(self.best) if math.isfinite(self.best) else math.inf
-        )
-        if math.isfinite(loss) and loss < target:
-            self.best, self.bad = loss, 0
-            return False
-        self.bad += 1
-        if self.bad < self.patience:
-            return False
-        self.lrs = [
-            max(lr * self.factor, self.min_lr) if lr > self.min_lr else lr for lr in self.lrs
-        ]
-        self.patience *= self.growth
-        self.bad, self.decays = 0, self.decays + 1
-        return True
-
-    def state_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("lrs", "patience", "best", "bad", "decays")}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for k, v in state.items():
-            setattr(self, k, list(v) if k == "lrs" else v)
-
-
-class CosineSchedule:
-    """Cosine annealing from each group's rate to ``min_lr`` over ``steps`` updates.
-
-    ``lr_t = min_lr + (lr_0 - min_lr) (1 + cos(pi t / T)) / 2``, the closed form of torch's
-    ``CosineAnnealingLR`` ("SGDR: Stochastic Gradient Descent with Warm Restarts", Loshchilov &
-    Hutter 2017, arXiv:1608.03983, eq. 5, without restarts); after a linear warmup of ``warmup``
-    updates, ``t`` counts from the end of the warmup and ``T = steps - warmup``.  Closed form, so
-    resuming at any step gives the same rates bit for bit and ``lr_T`` is exactly ``min_lr``.
-    """
-
-    def __init__(
-        self, lrs: Sequence[float], steps: int, min_lr: float = 0.0, warmup: int = 0
-    ) -> None:
-        self.lrs, self.steps, self.min_lr, self.warmup = (
-            [float(x) for x in lrs],
-            steps,
-            min_lr,
-            warmup,
-        )
-
-    def lrs_at(self, step: int) -> list[float]:
-        span = max(self.steps - self.warmup, 1)
-        c = 0.5 * (1 + math.cos(math.pi * min(max(step - self.warmup, 0) / span, 1.0)))
-        return [min(self.min_lr, lr) + (lr - min(self.min_lr, lr)) * c for lr in self.lrs]
-
-    def observe(self, loss: float) -> bool:
-        return False
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-
-class _ConstantSchedule(CosineSchedule):
-    def lrs_at(self, step: int) -> list[float]:
-        return list(self.lrs)
 
 
 # ----------------------------------------------------------------------------- config
@@ -225,35 +113,32 @@ class TrainConfig:
     max_bad_steps: int = 10
 
     def __post_init__(self) -> None:
-        positive_ints = ("steps", "batch_size", "patience", "log_every", "max_bad_steps")
-        optional_ints = ("eval_batch_size", "eval_every", "checkpoint_every")
-        for name in positive_ints + optional_ints:
-            v = getattr(self, name)
-            if (v is not None or name in positive_ints) and (
-                not isinstance(v, int) or isinstance(v, bool) or v < 1
-            ):
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
-        for name in ("lr", "decay_factor", "patience_growth") + (
-            ("grad_clip",) if self.grad_clip is not None else ()
-        ):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 < v < math.inf):
-                raise ValueError(f"{name}: expected a finite number > 0, got {v!r}")
-        for name, kind in (
-            ("weight_decay", (int, float)),
-            ("min_lr", (int, float)),
-            ("warmup_steps", int),
-            ("seed", int),
-        ):
-            v = getattr(self, name)
-            if not (isinstance(v, kind) and not isinstance(v, bool) and 0 <= v < math.inf):
-                raise ValueError(
-                    f"{name}: expected a {'number' if kind is not int else 'int'} >= 0, got {v!r}"
-                )
-        choices = {"optimizer": ("adamw", "adam"), "schedule": ("plateau", "cosine", "constant")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        rules: list[tuple[tuple[str, ...], Callable[[Any], bool], str]] = [
+            (("steps", "batch_size", "patience", "log_every", "max_bad_steps"),
+             lambda v: is_int(v) and v >= 1, "a positive int"),
+            (("eval_batch_size", "eval_every", "checkpoint_every"),
+             lambda v: v is None or (is_int(v) and v >= 1), "None or a positive int"),
+            (("lr",), lambda v: is_num(v) and v > 0, "a finite number > 0"),
+            (("grad_clip",), lambda v: v is None or (is_num(v) and v > 0),
+             "None or a finite number > 0"),
+            (("decay_factor",), lambda v: is_num(v) and 0 < v < 1, "a number in (0, 1)"),
+            (("patience_growth",), lambda v: is_num(v) and v >= 1, "a number >= 1"),
+            (("weight_decay", "min_lr"), lambda v: is_num(v) and v >= 0, "a finite number >= 0"),
+            (("warmup_steps", "seed"), lambda v: is_int(v) and v >= 0, "an int >= 0"),
+            (("optimizer",), lambda v: v in ("adamw", "adam"), "'adamw' or 'adam'"),
+            (("schedule",), lambda v: v in ("plateau", "cosine", "constant"),
+             "'plateau', 'cosine' or 'constant'"),
+        ]  # fmt: skip
+        for names, ok, expected in rules:
+            for name in names:
+                if not ok(getattr(self, name)):
+                    raise ValueError(f"{name}: expected {expected}, got {getattr(self, name)!r}")
         self.betas = tuple(self.betas)
 
 
@@ -399,7 +284,7 @@ class Trainer:
         elif cfg.schedule == "cosine":
             self.schedule = CosineSchedule(lrs, cfg.steps, cfg.min_lr, cfg.warmup_steps)
         else:
-            self.schedule = _ConstantSchedule(lrs, cfg.steps)
+            self.schedule = ConstantSchedule(lrs, cfg.steps)
         # Training state: everything a checkpoint must hold for an exact resume.
         self.step = self.epoch = self.position = self.bad_run = self.bad_total = 0
         self.best = math.inf
@@ -757,96 +642,3 @@ class Trainer:
             path, lambda tmp: tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
         )
 
-
-# ----------------------------------------------------------------------------- reverse KL
-
-
-class ReverseKL(nn.Module):
-    """Reverse-KL objective for fitting a flow to an UNNORMALIZED density ``p~(x) = Z p(x)``.
-
-    ``loss(n) = mean_i [ln q(x_i) - beta_t ln p~(x_i)]`` with ``x_i ~ q`` reparameterized
-    (``flow.sample_and_log_prob``): at ``beta = 1`` it is ``KL(q || p) - ln Z`` ("Variational
-    Inference with Normalizing Flows", Rezende & Mohamed 2015, arXiv:1505.05770, section 6.1:
-    the variational free energy on the energies U1-U4).  Optional annealing as in that section:
-    ``beta_t = min(1, beta_start + t / anneal_steps)`` (the paper: 0.01 and 10,000).
-
-    Args:
-        flow: any module with ``sample_and_log_prob(n) -> (x (n, ...), log_q (n,))``.
-        log_density: ``x (n, ...) -> ln p~(x) (n,)``; not trained (kept out of the parameters).
-        anneal_steps: 0 disables annealing (beta = 1).
-        beta_start: beta at step 0 when annealing.
-
-    ``loss(batch)`` takes the number of samples (the Trainer passes ``batch_size`` when it has
-    no training data).  The step counter ``t`` is a buffer, so it is checkpointed.
-    """
-
-    def __init__(
-        self,
-        flow: nn.Module,
-        log_density: Callable[[Tensor], Tensor],
-        anneal_steps: int = 0,
-        beta_start: float = 0.01,
-    ) -> None:
-        super().__init__()
-        if not callable(getattr(flow, "sample_and_log_prob", None)):
-            raise ValueError(
-                f"flow: expected a module with sample_and_log_prob, got {type(flow).__name__}"
-            )
-        if not callable(log_density):
-            raise ValueError(f"log_density: expected a callable, got {type(log_density).__name__}")
-        if not (isinstance(anneal_steps, int) and anneal_steps >= 0):
-            raise ValueError(f"anneal_steps: expected an int >= 0, got {anneal_steps!r}")
-        if not 0 < beta_start <= 1:
-            raise ValueError(f"beta_start: expected a number in (0, 1], got {beta_start!r}")
-        self.flow = flow
-        self.__dict__["log_density"] = log_density  # bypass Module registration: never trained
-        self.anneal_steps, self.beta_start = anneal_steps, beta_start
-        self.register_buffer("t", torch.zeros((), dtype=torch.long))
-
-    @property
-    def beta(self) -> float:
-        if not self.anneal_steps:
-            return 1.0
-        return min(1.0, self.beta_start + int(self.t) / self.anneal_steps)
-
-    def loss(self, batch: int) -> Tensor:
-        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-            raise ValueError(
-                f"batch: expected the number of samples (a positive int), got {batch!r:.60}"
-            )
-        x, log_q = self.flow.sample_and_log_prob(batch)
-        log_p = self.log_density(x)
-        if not isinstance(log_p, Tensor) or log_p.shape != log_q.shape:
-            raise ValueError(
-                f"log_density: expected a tensor of shape {tuple(log_q.shape)} (one value per "
-                f"sample), got {getattr(log_p, 'shape', type(log_p).__name__)}"
-            )
-        loss = (log_q - self.beta * log_p).mean()
-        if self.training:
-            self.t += 1
-        return loss
-
-
-def fit_reverse_kl(
-    flow: nn.Module,
-    log_density: Callable[[Tensor], Tensor],
-    steps: int = 5000,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    *,
-    anneal_steps: int = 0,
-    beta_start: float = 0.01,
-    **trainer_options: Any,
-) -> dict[str, Any]:
-    """Fit ``flow`` (in place) to the unnormalized ``log_density`` by reverse KL.
-
-    A thin wrapper: :class:`ReverseKL` through the one :class:`Trainer` (constant rate and no
-    weight decay unless ``trainer_options`` say otherwise; any other Trainer/TrainConfig option
-    passes through, e.g. ``out_dir``, ``grad_clip``, ``progress``).
-
-    Returns:
-        The trainer's final metrics; ``train_loss`` estimates ``KL(q || p) - ln Z``.
-    """
-    objective = ReverseKL(flow, log_density, anneal_steps=anneal_steps, beta_start=beta_start)
-    options = {"schedule": "constant", "weight_decay": 0.0, **trainer_options}
-    return Trainer(objective, None, steps=steps, batch_size=batch_size, lr=lr, **options).fit()

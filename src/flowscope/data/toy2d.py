@@ -46,6 +46,7 @@ __all__ = [
 _PI = math.pi
 _TWO_PI = 2.0 * math.pi
 _LOG_2PI = math.log(_TWO_PI)
+_SQRT_HALF = math.sqrt(0.5)
 _F64 = torch.float64
 _CHUNK = 1 << 22  # points x quadrature nodes held at once: bounds memory (~32 MB per buffer)
 
@@ -540,19 +541,14 @@ class Spirals(Toy2D):
         sign = (1.0 - 2.0 * labels.to(_F64))[:, None]
         return sign * pts + self.noise * torch.randn(n, 2, generator=gen, dtype=_F64), labels
 
-    def _box(self, z: Tensor, nodes: Tensor) -> tuple[Tensor, Tensor]:
-        """Standardized ends ``(a, b)`` of the box term per axis, flipped to the side of 0 where
-        ``Phi(b) - Phi(a)`` does not cancel."""
-        w = z - nodes
-        a, b = (w - self._L) / self.noise, w / self.noise
-        flip = a + b > 0
-        return torch.where(flip, -b, a), torch.where(flip, -a, b)
-
     def _log_prob(self, x: Tensor) -> Tensor:
-        n, dev = x.shape[0], x.device
-        nodes, weights = self._nodes.to(dev), self._weights.to(dev)
-        mid, reach = self._mid.to(dev), self._reach.to(dev)
-        diag, dens = self._L * math.sqrt(0.5), torch.zeros(n, dtype=_F64, device=dev)
+        # Standardized by tau sqrt 2: per axis the box term is, with q = |centre offset|,
+        # 2 L D = erfc(q - h) - erfc(q + h), h = L / (2 sqrt 2 tau); taking |.| puts the interval
+        # on the side where the difference does not cancel.
+        n, dev, k = x.shape[0], x.device, _SQRT_HALF / self.noise
+        nodes, weights = (self._nodes.to(dev) + 0.5 * self._L) * k, self._weights.to(dev)
+        mid, reach, h = self._mid.to(dev), self._reach.to(dev), 0.5 * self._L * k
+        diag, dens = self._L * _SQRT_HALF, torch.zeros(n, dtype=_F64, device=dev)
         for sign in (1.0, -1.0):
             z = sign * x
             dist = torch.cdist(z, mid)  # (n, panels): point to panel box centres
@@ -560,19 +556,21 @@ class Spirals(Toy2D):
             low = (dist - reach - diag).clamp_min(0)
             point, panel = torch.nonzero(low**2 <= best**2 + 2 * self._CUT * self.noise**2,
                                          as_tuple=True)
-            a, b = self._box(z[point, None, :], nodes[panel])
-            term = (torch.special.ndtr(b) - torch.special.ndtr(a)).prod(-1)
+            q = (z[point, None, :] * k - nodes[panel]).abs()
+            term = (torch.special.erfc(q - h) - torch.special.erfc(q + h)).prod(-1)
             dens.index_add_(0, point, (term * weights[panel]).sum(1))
-        out = dens.log() - 2 * math.log(self._L) - math.log(2.0)
+        out = dens.log() - 2 * math.log(2 * self._L) - math.log(2.0)
         tiny = dens < 1e-280  # far from both spirals (|x| beyond ~7): redo in log space, all nodes
         if bool(tiny.any()):
             lw, terms = weights.log().reshape(-1), []
             for sign in (1.0, -1.0):
-                a, b = self._box(sign * x[tiny, None, :], nodes.reshape(-1, 2))
-                lb = torch.special.log_ndtr(b)
-                terms.append((lb + torch.log(-torch.expm1(torch.special.log_ndtr(a) - lb))).sum(-1)
-                             + lw)
-            out[tiny] = torch.logsumexp(torch.cat(terms, 1), 1) - 2 * math.log(self._L) - math.log(2)
+                q = (sign * x[tiny, None, :] * k - nodes.reshape(-1, 2)).abs()
+                # erfc(q - h) - erfc(q + h) = 2 (Phi(b) - Phi(a)), b = sqrt2 (h - q), a = -sqrt2 (q + h)
+                lb = torch.special.log_ndtr(math.sqrt(2) * (h - q))
+                la = torch.special.log_ndtr(-math.sqrt(2) * (h + q))
+                terms.append((lb + torch.log(-torch.expm1(la - lb))).sum(-1) + lw)
+            out[tiny] = (torch.logsumexp(torch.cat(terms, 1), 1) - 2 * math.log(self._L)
+                         - math.log(2.0))
         return out
 
     def _compute_entropy(self) -> float:

@@ -22,7 +22,9 @@ from ..runs import evaluate_toy
 from ..train import Trainer
 
 NAME = "layers"
-SUMMARY = "Seed 000 Figure 1.1: MAF of 1..10 layers on a noisy sine, each layer's output, NLL and gap per depth"
+SUMMARY = (
+    "Seed 000 Figure 1.1: MAF of 1..10 layers on a noisy sine; every layer's output, NLL and gap"
+)
 
 
 def fit_depths(

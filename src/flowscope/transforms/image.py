@@ -97,13 +97,13 @@ class Squeeze(Transform):
         if self.shape is not None:
             self.output_shape(self.shape)
 
-    def output_shape(self, shape: Sequence[int]) -> Shape:
+    def output_shape(self, shape: Sequence[int], name: str = "shape") -> Shape:
         """The squeezed event shape; raises when ``H`` or ``W`` is not divisible by ``factor``."""
-        c, h, w = _image_shape("shape", shape)
+        c, h, w = _image_shape(name, shape)
         f = self.factor
         if h % f or w % f:
             raise ValueError(
-                f"shape: Squeeze(factor={f}) needs H and W divisible by {f}, got (C, H, W) = "
+                f"{name}: Squeeze(factor={f}) needs H and W divisible by {f}, got (C, H, W) = "
                 f"{(c, h, w)}; crop or pad the images, or use fewer squeezes"
             )
         return (c * f * f, h // f, w // f)
@@ -115,7 +115,7 @@ class Squeeze(Transform):
         elif z.dim() != 4:
             raise ValueError(f"{name}: expected shape (batch, C, H, W), got {tuple(z.shape)}")
         elif not squeezed:
-            self.output_shape(tuple(z.shape[1:]))
+            self.output_shape(tuple(z.shape[1:]), name)
         elif z.shape[1] % (self.factor**2):
             raise ValueError(
                 f"{name}: expected a channel count divisible by {self.factor**2}, got "
