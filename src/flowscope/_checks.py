@@ -14,8 +14,35 @@ from torch import Tensor
 __all__ = ["check_finite", "check_event_shape", "check_context", "check_positive", "check_interval"]
 
 
+def _under_vmap(x: Tensor) -> bool:
+    """Whether ``x`` is batched by ``torch.func.vmap`` (at any level of functorch wrapping).
+
+    Value checks are data-dependent Python control flow, which vmap cannot trace; the caller that
+    vmaps (e.g. ``MixtureOfFlows``, stacking K components) validates its input once, before the
+    transform, so the per-component checks inside it are skipped rather than made to fail.
+    """
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(x):
+        if functorch.is_batchedtensor(x):
+            return True
+        x = functorch.get_unwrapped(x)
+    return False
+
+
+def _tracing(x: Tensor) -> bool:
+    """Whether ``x`` is seen by a tracer: ``torch.compile`` or ``vmap`` (see ``_under_vmap``).
+
+    The ONE switch for data-dependent Python: value checks (``if not isfinite(x).all(): raise``
+    would break a compiled graph; the caller validates before entering it) and caches keyed on
+    tensor storage (``data_ptr`` does not exist for traced or batched tensors) are skipped.
+    """
+    return torch.compiler.is_compiling() or _under_vmap(x)
+
+
 def check_finite(name: str, x: Tensor) -> None:
-    """Raise if ``x`` holds NaN or inf values."""
+    """Raise if ``x`` holds NaN or inf values (skipped while tracing, see ``_tracing``)."""
+    if _tracing(x):
+        return
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).sum().item()
         raise ValueError(
@@ -72,7 +99,10 @@ def check_positive(name: str, value: float) -> None:
 
 
 def check_interval(name: str, x: Tensor, low: float, high: float) -> None:
-    """Raise unless every entry of ``x`` lies in the open interval ``(low, high)``."""
+    """Raise unless every entry of ``x`` lies in the open interval ``(low, high)`` (skipped
+    while tracing, see ``_tracing``)."""
+    if _tracing(x):
+        return
     check_finite(name, x)
     outside = (x <= low) | (x >= high)
     if outside.any():

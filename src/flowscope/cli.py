@@ -23,7 +23,7 @@ def _train_config(args: argparse.Namespace):
     else:
         raw = RunConfig().to_dict()
         raw["name"] = f"{args.model or raw['model']}-{args.data or raw['data']}"
-    for key in ("model", "data", "seed"):
+    for key in ("model", "data", "seed", "root", "limit"):
         if getattr(args, key) is not None:
             raw[key] = getattr(args, key)
     train = dict(raw.get("train", {}))
@@ -74,10 +74,13 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .runs import evaluate_toy, load_run, toy_splits
+    from .runs import evaluate_image, evaluate_toy, image_splits, load_run, toy_splits
 
     cfg, flow = load_run(args.run_dir)
-    metrics = evaluate_toy(flow, cfg.data, toy_splits(cfg)["test"])
+    if cfg.is_image:
+        metrics = evaluate_image(flow, image_splits(cfg)["test"])
+    else:
+        metrics = evaluate_toy(flow, cfg.data, toy_splits(cfg)["test"])
     _print_metrics(metrics)
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
@@ -138,14 +141,20 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a flow (from flags or a YAML config)")
     t.add_argument("--config", help="YAML file with RunConfig keys")
-    t.add_argument("--model", help="nice | realnvp | maf | iaf | nsf")
-    t.add_argument("--data", help="dataset name (e.g. pinwheel, moons, eight_gaussians)")
+    t.add_argument("--model", help="nice | realnvp | maf | iaf | nsf | glow | realnvp_image")
+    t.add_argument(
+        "--data",
+        help="2-D toy (pinwheel, moons, eight_gaussians, ...) or images (digits, mnist5k, "
+        "fashion-mnist, mnist-idx, celeba, synthfaces)",
+    )
     t.add_argument("--steps", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--layers", type=int)
     t.add_argument("--hidden", type=int)
     t.add_argument("--seed", type=int)
+    t.add_argument("--root", help="directory of file-based image data (fashion-mnist, celeba)")
+    t.add_argument("--limit", type=int, help="use at most this many training images")
     t.add_argument("--name")
     t.add_argument("--out", help="output directory (default runs/<name>-<time>)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -61,20 +61,32 @@ class Flow(nn.Module):
     def encode(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Data to latent: ``(batch, *shape) -> (u (batch, *base.shape), logabsdet (batch,))``."""
         self._check_x(x, context)
-        return self.transform(x, context)
+        # Validated once here; the members trust it (Transform._forward).
+        return self.transform._forward(x, context)
 
     def decode(self, u: Tensor, context: Tensor | None = None) -> Tensor:
         """Latent to data: ``(batch, *base.shape) -> (batch, *shape)``."""
         check_event_shape("u", u, self.base.shape)
         check_finite("u", u)
         check_context("context", context, self.context_features, u.shape[0])
-        return self.transform.inverse(u, context)[0]
+        return self.transform._inverse(u, context)[0]
 
     def log_prob_parts(self, x: Tensor, context: Tensor | None = None) -> LogProbParts:
         """``(ln p(x), ln p(u), log|det dT^-1/dx|)``, each of shape ``(batch,)``."""
         u, ladj = self.encode(x, context)
-        log_pu = self.base.log_prob(u)
+        log_pu = self._base_log_prob(u)
         return LogProbParts(log_pu + ladj, log_pu, ladj)
+
+    def _base_log_prob(self, u: Tensor) -> Tensor:
+        """``base.log_prob(u)`` without the NaN/inf scan: ``u`` comes from validated input.
+
+        Its shape is still checked (a cheap guard against a base built for another size).  A
+        Distribution subclass that overrides the public ``log_prob`` keeps it.
+        """
+        if type(self.base).log_prob is not Distribution.log_prob:
+            return self.base.log_prob(u)
+        check_event_shape("u", u, self.base.shape)
+        return self.base._log_prob(u)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``ln p(x)``, shape ``(batch,)``."""
@@ -102,13 +114,13 @@ class Flow(nn.Module):
         gradients through this is the reverse-KL (variational inference) path.
         """
         u, context = self._draw(n, context, temperature)
-        x, ladj_inv = self.transform.inverse(u, context)
-        return x, self.base.log_prob(u) - ladj_inv
+        x, ladj_inv = self.transform._inverse(u, context)
+        return x, self._base_log_prob(u) - ladj_inv
 
     def sample(self, n: int, context: Tensor | None = None, temperature: float = 1.0) -> Tensor:
         """Draw ``n`` samples (per context row when a context is given): ``(n, *shape)``."""
         u, context = self._draw(n, context, temperature)
-        return self.transform.inverse(u, context)[0]
+        return self.transform._inverse(u, context)[0]
 
     def loss(self, batch: Tensor | tuple | list) -> Tensor:
         """Mean negative log-likelihood of a batch (the trainer's interface).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["MLP"]
@@ -41,4 +43,16 @@ class MLP(nn.Sequential):
             nn.init.zeros_(modules[-1].bias)
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - shape: (batch, in) -> (batch, out)
-        return super().forward(x)
+        # Small conditioners are dominated by per-call overhead, not arithmetic: call the layers'
+        # functions directly (no module-call machinery) and apply ReLU in place on the fresh
+        # output of the linear layer (its backward needs only the result, which it keeps).
+        # Other activations go through their modules unchanged.
+        fresh = False  # whether x is a linear layer's output (never the caller's tensor)
+        for m in self:
+            if type(m) is nn.Linear:
+                x, fresh = F.linear(x, m.weight, m.bias), True
+            elif type(m) is nn.ReLU and fresh:
+                x = torch.relu_(x)
+            else:
+                x, fresh = m(x), False
+        return x

@@ -21,11 +21,13 @@ import yaml
 from torch import Tensor
 
 from . import models, plots
-from .checkpoint import load_checkpoint
-from .data import toy2d
+from .checkpoint import load_checkpoint, read_checkpoint
+from .data import images, toy2d
 from .flow import Flow
+from .metrics import bits_per_dim
 from .report import add_figure, write_report
 from .train import TrainConfig, Trainer
+from .transforms import Compose
 
 __all__ = [
     "RunConfig",
@@ -36,6 +38,10 @@ __all__ = [
     "load_run",
     "evaluate_toy",
     "toy_figures",
+    "image_splits",
+    "evaluate_image",
+    "image_figures",
+    "IMAGE_MODELS",
     "default_out",
 ]
 
@@ -47,6 +53,8 @@ TOY_MODELS = {
     "iaf": models.iaf,
     "nsf": models.nsf,
 }
+# Constructors of image flows: name -> function(shape, quanta=..., **options) -> Flow.
+IMAGE_MODELS = {"glow": models.glow, "realnvp_image": models.realnvp_image}
 
 
 @dataclass
@@ -55,8 +63,14 @@ class RunConfig:
 
     Attributes:
         name: run name (default output directory ``runs/<name>-<time>``).
-        model: constructor in :mod:`flowscope.models` (``TOY_MODELS`` for 2-D data).
-        data: dataset name (a 2-D toy of :mod:`flowscope.data.toy2d`).
+        model: constructor in :mod:`flowscope.models` (``TOY_MODELS`` for 2-D toys,
+            ``IMAGE_MODELS`` for image data sets).
+        data: a 2-D toy of :mod:`flowscope.data.toy2d` or an image data set of
+            :mod:`flowscope.data.images` (digits, mnist5k, fashion-mnist, mnist-idx, celeba,
+            synthfaces).
+        root: directory of file-based image data sets (fashion-mnist, mnist-idx, celeba).
+        data_options: keyword arguments of the image loader (e.g. ``{"size": 32}``).
+        limit: use at most this many training images (None: all).
         model_options: keyword arguments of the constructor (e.g. ``{"layers": 8}``).
         train: :class:`~flowscope.train.TrainConfig` fields (e.g. ``{"lr": 1e-3}``).
         n_train, n_val, n_test: split sizes drawn from the toy generator with distinct seeds.
@@ -72,12 +86,25 @@ class RunConfig:
     n_val: int = 5_000
     n_test: int = 20_000
     seed: int = 0
+    root: str | None = None
+    data_options: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.data in images.DATASETS
 
     def __post_init__(self) -> None:
-        if self.model not in TOY_MODELS:
-            raise ValueError(f"model: expected one of {sorted(TOY_MODELS)}, got {self.model!r}")
-        if self.data not in toy2d.DATASETS:
-            raise ValueError(f"data: expected one of {sorted(toy2d.DATASETS)}, got {self.data!r}")
+        datasets = sorted(toy2d.DATASETS) + list(images.DATASETS)
+        if self.data not in datasets:
+            raise ValueError(f"data: expected one of {datasets}, got {self.data!r}")
+        allowed = IMAGE_MODELS if self.is_image else TOY_MODELS
+        if self.model not in allowed:
+            kind = "image" if self.is_image else "2-D"
+            raise ValueError(
+                f"model: expected one of {sorted(allowed)} for the {kind} data set "
+                f"{self.data!r}, got {self.model!r}"
+            )
         for key in ("n_train", "n_val", "n_test"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -123,13 +150,95 @@ def default_out(name: str) -> Path:
     return Path("runs") / f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def build_flow(cfg: RunConfig) -> Flow:
-    """The model of a run, initialized from ``cfg.seed``."""
+def build_flow(cfg: RunConfig, shape: tuple[int, ...] | None = None, quanta: int = 256) -> Flow:
+    """The model of a run, initialized from ``cfg.seed`` (image models need the data's
+    ``shape`` ``(C, H, W)`` and number of ``quanta``)."""
     torch.manual_seed(cfg.seed)
     try:
+        if cfg.is_image:
+            if shape is None:
+                raise ValueError("shape: an image model needs the data's (C, H, W), got None")
+            return IMAGE_MODELS[cfg.model](tuple(shape), quanta=quanta, **cfg.model_options)
         return TOY_MODELS[cfg.model](2, **cfg.model_options)
     except TypeError as err:  # an option the constructor does not take
         raise ValueError(f"model_options: {err}") from None
+
+
+def image_splits(cfg: RunConfig) -> dict[str, images.ImageDataset]:
+    """Train / val / test of an image data set; val is a seeded 10% carved out of train."""
+    kw = dict(cfg.data_options)
+    train = images.load(cfg.data, root=cfg.root, split="train", **kw)
+    test = images.load(cfg.data, root=cfg.root, split="test", **kw)
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = max(1, len(train) // 10)
+    val, rest = train.subset(perm[:n_val]), train.subset(perm[n_val:])
+    if cfg.limit is not None:
+        rest = rest.subset(slice(0, cfg.limit))
+    return {"train": rest, "val": val, "test": test}
+
+
+@torch.no_grad()
+def evaluate_image(
+    flow: Flow, data: images.ImageDataset, batch_size: int = 256
+) -> dict[str, float]:
+    """Test bits/dim of the discrete data (uniform-dequantization bound, one noise draw per
+    image) and the inversion error of the continuous part of the flow on the same images."""
+    flow.eval()
+    x = data.images.float()
+    log_px = torch.cat([flow.log_prob(chunk) for chunk in x.split(batch_size)])
+    bpd = bits_per_dim(log_px, data.num_dims)
+    out = {"test_bpd": float(bpd.mean()), "test_bpd_se": float(bpd.std() / math.sqrt(len(bpd)))}
+    # Inversion: everything after the dequantization layer is a bijection of reals; measure
+    # max |T^-1(T(y)) - y| on the dequantized images, in pixel units (0..quanta-1).
+    steps = flow.transform.transforms
+    deq, rest = steps[0], Compose(*steps[1:])
+    worst = 0.0
+    for chunk in x[:1000].split(batch_size):
+        y, _ = deq(chunk)
+        back, _ = rest.inverse(rest(y)[0])
+        worst = max(worst, float((back - y).abs().max()) * data.levels)
+    out["inversion_max_abs_error"] = worst
+    return out
+
+
+@torch.no_grad()
+def image_figures(run_dir: Path, flow: Flow, test: images.ImageDataset, seed: int = 0) -> None:
+    """Tempered sample grids (tau = 1.0, 0.7), reconstructions and a latent interpolation."""
+    flow.eval()
+    levels = test.levels
+    for tau in (1.0, 0.7):
+        torch.manual_seed(seed)
+        x = flow.sample(64, temperature=tau)
+        add_figure(
+            run_dir,
+            f"samples_tau{tau:.1f}".replace(".", "_"),
+            plots.image_grid((x / (levels - 1)).clamp(0, 1), nrow=8),
+            f"64 samples at temperature tau = {tau} (seed 000 uses 0.7).",
+        )
+    real = test.images[:16].float()
+    torch.manual_seed(seed)
+    u, _ = flow.encode(real)
+    recon = flow.decode(u)
+    add_figure(
+        run_dir,
+        "reconstructions",
+        plots.image_grid(torch.cat([real, recon]) / (levels - 1), nrow=16),
+        "Top: 16 test images; bottom: decode(encode(x)).",
+    )
+    pairs = u[:4].reshape(2, 2, -1)
+    weights = torch.linspace(0, 1, 8)
+    path = (
+        torch.cat([(1 - w) * pairs[:, 0] + w * pairs[:, 1] for w in weights])
+        .reshape(8, 2, -1)
+        .transpose(0, 1)
+        .reshape(16, -1)
+    )
+    add_figure(
+        run_dir,
+        "interpolation",
+        plots.image_grid(flow.decode(path).clamp(0, levels - 1) / (levels - 1), nrow=8),
+        "Linear interpolation in latent space between two pairs of test images (one per row).",
+    )
 
 
 def toy_splits(cfg: RunConfig) -> dict[str, Tensor]:
@@ -216,19 +325,36 @@ def train_run(
     run_dir = Path(out) if out is not None else default_out(cfg.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    splits = toy_splits(cfg)
-    flow = build_flow(cfg)
-    options = {"seed": cfg.seed, **cfg.train}
-    options.setdefault("weight_decay", 0.0)
-    options.setdefault("schedule", "cosine")
-    options.setdefault("batch_size", 512)
+    if cfg.is_image:
+        splits = image_splits(cfg)
+        shape, quanta = splits["train"].shape, splits["train"].levels
+        flow = build_flow(cfg, shape, quanta)
+        train_x, val_x = splits["train"].images.float(), splits["val"].images.float()
+        # Seed 000 trains the transform with AdamW (weight decay 0.1) and the base with Adam.
+        groups = [{"params": list(flow.base.parameters()), "weight_decay": 0.0}]
+        groups = groups if groups[0]["params"] else None
+        defaults = {
+            "weight_decay": 0.1,
+            "schedule": "cosine",
+            "batch_size": 64,
+            "lr": 1e-3,
+            "grad_clip": 50.0,
+        }
+    else:
+        splits = toy_splits(cfg)
+        shape, quanta = (2,), 0
+        flow = build_flow(cfg)
+        train_x, val_x, groups = splits["train"], splits["val"], None
+        defaults = {"weight_decay": 0.0, "schedule": "cosine", "batch_size": 512}
+    options = {"seed": cfg.seed, **defaults, **cfg.train}
     trainer = Trainer(
         flow,
-        splits["train"],
-        splits["val"],
+        train_x,
+        val_x,
         out_dir=run_dir,
         progress=progress,
-        model_config=cfg.to_dict(),
+        param_groups=groups,
+        model_config={**cfg.to_dict(), "shape": list(shape), "quanta": quanta},
         **options,
     )
     wall, cpu = time.perf_counter(), time.process_time()
@@ -236,19 +362,26 @@ def train_run(
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if (run_dir / "best").is_dir():
         load_checkpoint(run_dir / "best", flow)
-    metrics = evaluate_toy(flow, cfg.data, splits["test"])
+    if cfg.is_image:
+        metrics = evaluate_image(flow, splits["test"])
+    else:
+        metrics = evaluate_toy(flow, cfg.data, splits["test"])
+    best = summary["best_loss"]
     metrics.update(
         {
             "params": float(sum(p.numel() for p in flow.parameters())),
             "steps": float(summary["step"]),
-            "best_val_nll": float(summary["best_loss"] if summary["best_loss"] is not None else "nan"),
+            "best_val_loss": float(best) if best is not None else float("nan"),
             "train_wall_minutes": wall / 60,
             "train_cpu_minutes": cpu / 60,
         }
     )
     _write_json(run_dir / "metrics.json", metrics)
-    labels = toy2d.get(cfg.data).sample(cfg.n_test, seed=1000 * cfg.seed + 3)[1]
-    toy_figures(run_dir, flow, cfg.data, splits["test"], labels)
+    if cfg.is_image:
+        image_figures(run_dir, flow, splits["test"], cfg.seed)
+    else:
+        labels = toy2d.get(cfg.data).sample(cfg.n_test, seed=1000 * cfg.seed + 3)[1]
+        toy_figures(run_dir, flow, cfg.data, splits["test"], labels)
     write_report(run_dir, title=f"{cfg.name}: {cfg.model} on {cfg.data}")
     return metrics
 
@@ -257,7 +390,6 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[RunConfig, Flow]
     """Rebuild a run's model from ``config.yaml`` and load its ``best`` (or ``last``) weights."""
     run_dir = Path(run_dir)
     cfg = RunConfig.from_yaml(run_dir / "config.yaml")
-    flow = build_flow(cfg)
     ckpt = run_dir / which
     if not ckpt.is_dir():
         ckpt = run_dir / "last"
@@ -265,6 +397,8 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[RunConfig, Flow]
         raise FileNotFoundError(
             f"run_dir: no checkpoint in {str(run_dir)!r} (expected best/ or last/)"
         )
+    model = read_checkpoint(ckpt).get("config", {}).get("model") or {}
+    flow = build_flow(cfg, tuple(model.get("shape", (2,))), int(model.get("quanta", 256)))
     load_checkpoint(ckpt, flow)
     flow.eval()
     return cfg, flow

@@ -148,8 +148,9 @@ def celeba(
     """
     check_split(split)
     if root is None:
-        raise ValueError(f"root: celeba needs the directory of your CelebA copy, got None; "
-                         f"{CELEBA_LAYOUT}")
+        raise ValueError(
+            f"root: celeba needs the directory of your CelebA copy, got None; {CELEBA_LAYOUT}"
+        )
     for name, v in (("size", size), ("crop", crop)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}: expected a positive int, got {v!r}")

@@ -91,8 +91,10 @@ def read_idx(path: str | Path) -> np.ndarray:
         with _open(path) as f:
             data = f.read()
     except (OSError, EOFError) as err:  # a corrupt gzip stream
-        raise ValueError(f"path: cannot read {path} as {'gzip' if path.suffix == '.gz' else 'raw'}"
-                         f" IDX data: {err}") from err
+        raise ValueError(
+            f"path: cannot read {path} as {'gzip' if path.suffix == '.gz' else 'raw'}"
+            f" IDX data: {err}"
+        ) from err
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(
             f"path: {path} is not an IDX file: expected a magic number starting with bytes "
@@ -116,7 +118,8 @@ def read_idx(path: str | Path) -> np.ndarray:
             f"path: {path} declares shape {shape} of {dtype.name} ({expected} bytes of data), "
             f"got {got} bytes: the file is {'truncated' if got < expected else 'too long'}"
         )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))  # a native-endian, writable copy
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
@@ -133,7 +136,7 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     payload = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload += np.ascontiguousarray(array, dtype=_IDX_DTYPES[code]).tobytes()
     path = Path(path)
-    with (gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb")) as f:
+    with gzip.open(path, "wb") if path.suffix == ".gz" else open(path, "wb") as f:
         f.write(payload)
 
 
@@ -164,8 +167,9 @@ def _read_pair(root: Path, split: str, what: str, how_to_get: str) -> tuple[np.n
         arrays.append(read_idx(path))
     images, labels = arrays
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"root: expected uint8 images (N, H, W) in {root}, got {images.dtype} "
-                         f"{images.shape}")
+        raise ValueError(
+            f"root: expected uint8 images (N, H, W) in {root}, got {images.dtype} {images.shape}"
+        )
     if labels.shape != (images.shape[0],):
         raise ValueError(
             f"root: {images.shape[0]} images but labels of shape {labels.shape} in {root}"
@@ -173,18 +177,23 @@ def _read_pair(root: Path, split: str, what: str, how_to_get: str) -> tuple[np.n
     return images, labels.astype(np.int64)
 
 
-def _idx_dataset(
-    images: np.ndarray, labels: np.ndarray, split: str, val_fraction: float, seed: int, name: str
-) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+def _select(
+    images: np.ndarray, labels: np.ndarray, split: str, val_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``split`` part of the IDX pair read for it, as ``(N, 1, H, W)`` images and labels."""
     if split == "test":
         idx = np.arange(len(labels))
     else:
         idx = split_indices(
-            len(labels), split, test_fraction=None, val_fraction=val_fraction, seed=seed,
+            len(labels),
+            split,
+            test_fraction=None,
+            val_fraction=val_fraction,
+            seed=seed,
             stratify=labels,
         )
     x = torch.from_numpy(np.ascontiguousarray(images[idx])[:, None])
-    return idx, x, torch.from_numpy(labels[idx])
+    return x, torch.from_numpy(labels[idx])
 
 
 def fashion_mnist(
@@ -215,7 +224,7 @@ def fashion_mnist(
         "directory and pass root=DIR (--root DIR on the command line)."
     )
     images, labels = _read_pair(directory, split, "Fashion-MNIST", how)
-    _, x, y = _idx_dataset(images, labels, split, val_fraction, seed, "fashion-mnist")
+    x, y = _select(images, labels, split, val_fraction, seed)
     names = list(FASHION_MNIST_ATTRIBUTES)
     table = torch.zeros(10, len(names), dtype=torch.int64)
     for j, classes in enumerate(FASHION_MNIST_ATTRIBUTES.values()):
@@ -249,15 +258,14 @@ def mnist_idx(
     check_split(split)
     if root is None:
         raise ValueError(
-            "root: mnist-idx reads the IDX files of a directory you name, expected a path, "
-            "got None"
+            "root: mnist-idx reads the IDX files of a directory you name, expected a path, got None"
         )
     how = (
         "Put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
         "t10k-labels-idx1-ubyte (optionally .gz) in that directory."
     )
     images, labels = _read_pair(Path(root), split, "IDX", how)
-    _, x, y = _idx_dataset(images, labels, split, val_fraction, seed, "mnist-idx")
+    x, y = _select(images, labels, split, val_fraction, seed)
     return ImageDataset(
         images=x, labels=y, attributes=None, attribute_names=[], split=split, name="mnist-idx"
     )

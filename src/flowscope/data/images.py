@@ -220,9 +220,11 @@ def _cut(
     idx: np.ndarray, fraction: float, rng: np.random.Generator, labels: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` into (rest, taken) with ``round(fraction * size)`` taken per stratum."""
-    groups = [np.arange(len(idx))] if labels is None else [
-        np.flatnonzero(labels == c) for c in np.unique(labels)
-    ]
+    groups = (
+        [np.arange(len(idx))]
+        if labels is None
+        else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    )
     taken = []
     for g in groups:
         perm = rng.permutation(g)
@@ -285,7 +287,11 @@ def mnist5k(
     x = np.asarray(features).reshape(-1, 1, 28, 28).round().astype(np.uint8)
     y = np.asarray(target).astype(np.int64)
     idx = split_indices(
-        len(y), split, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed,
+        len(y),
+        split,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
+        seed=seed,
         stratify=y,
     )
     return ImageDataset(

@@ -19,6 +19,12 @@ Datasets (registry ``DATASETS``; ``get(name, **kwargs)`` builds one with other p
   2018, arXiv:1810.01367).
 - ``sine``: the noisy sine of seed 000's Figure 1.1.
 
+Entropies at the default parameters (nats; accuracy from refining each rule): pinwheel
+-1.1431169133 (1e-9), two_circles -1.9181205658 (1e-12), moons 0.28923374 (1e-8),
+eight_gaussians 2.8315783605 (1e-10), checkerboard log 32 = 3.4657359028, spirals 2.6454503
+(2e-7), sine 0.9542305066 (closed form).  Each matches the mean of ``-log_prob`` over 200k samples
+within its Monte Carlo error (tests/test_toy2d.py).
+
 The energies ``U1..U4`` are Table 1 of "Variational Inference with Normalizing Flows" (Rezende &
 Mohamed, 2015, arXiv:1505.05770), for reverse-KL fitting; ``log_normalizer`` integrates
 ``exp(-U)`` over the paper's plotting box (U2-U4 are flat along ``z1`` and have no normalizer on
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -38,9 +44,23 @@ from torch import Tensor
 from .._checks import check_event_shape, check_finite, check_positive
 
 __all__ = [
-    "Toy2D", "Pinwheel", "TwoCircles", "Moons", "EightGaussians", "Checkerboard", "Spirals",
-    "Sine", "DATASETS", "get", "plot_range",
-    "energy_u1", "energy_u2", "energy_u3", "energy_u4", "ENERGIES", "log_normalizer",
+    "Toy2D",
+    "Pinwheel",
+    "TwoCircles",
+    "Moons",
+    "EightGaussians",
+    "Checkerboard",
+    "Spirals",
+    "Sine",
+    "DATASETS",
+    "get",
+    "plot_range",
+    "energy_u1",
+    "energy_u2",
+    "energy_u3",
+    "energy_u4",
+    "ENERGIES",
+    "log_normalizer",
 ]
 
 _PI = math.pi
@@ -64,14 +84,14 @@ def _stratified_labels(n: int, classes: int, gen: torch.Generator) -> Tensor:
     return (torch.arange(n) % classes)[torch.randperm(n, generator=gen)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hermite(order: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes/weights with ``sum w g(t) ~ E g(T)``, ``T ~ N(0, 1)`` (probabilists' Hermite)."""
     t, w = np.polynomial.hermite_e.hermegauss(order)
     return t, w / math.sqrt(_TWO_PI)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _legendre(a: float, b: float, panels: int, order: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Composite Gauss-Legendre nodes/weights on ``[a, b]`` (``panels`` equal panels)."""
     t, w = np.polynomial.legendre.leggauss(order)
@@ -131,9 +151,8 @@ class Toy2D:
         check_event_shape("x", x, (2,))
         check_finite("x", x)
         x64 = x.to(_F64)
-        out = torch.cat([self._log_prob(c) for c in x64.split(self._chunk_rows)]) if len(x) else (
-            x64.new_empty(0)
-        )
+        chunks = [self._log_prob(c) for c in x64.split(self._chunk_rows)]
+        out = torch.cat(chunks) if chunks else x64.new_empty(0)
         return out.to(x.dtype if x.is_floating_point() else _F64)
 
     def entropy(self) -> float:
@@ -165,7 +184,8 @@ class Toy2D:
         return -float(torch.where(lp > -math.inf, lp.exp() * lp, 0.0).sum()) * h * h
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        shown = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "num_labels"}
+        params = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"{type(self).__name__}({params})"
 
 
@@ -196,7 +216,10 @@ class Pinwheel(Toy2D):
     _F0_MAX = 8.0
 
     def __init__(
-        self, wings: int = 5, radial_std: float = 0.3, tangential_std: float = 0.05,
+        self,
+        wings: int = 5,
+        radial_std: float = 0.3,
+        tangential_std: float = 0.05,
         rate: float = 0.4,
     ) -> None:
         super().__init__()
@@ -214,9 +237,13 @@ class Pinwheel(Toy2D):
         labels = _stratified_labels(n, self.wings, gen)
         z = torch.randn(n, 2, generator=gen, dtype=_F64)
         f0, f1 = 1.0 + self.radial_std * z[:, 0], self.tangential_std * z[:, 1]
-        psi = _TWO_PI * labels / self.wings + self.rate * f0.exp()
+        return self._map(f0, f1, _TWO_PI * labels / self.wings), labels
+
+    def _map(self, f0: Tensor, f1: Tensor, offset: Tensor | float) -> Tensor:
+        """``x = 0.5 R(-psi) f`` with ``psi = offset + rate exp(f0)``: shape ``(n, 2)``."""
+        psi = offset + self.rate * f0.exp()
         c, s = psi.cos(), psi.sin()
-        return self._SCALE * torch.stack([f0 * c + f1 * s, f1 * c - f0 * s], 1), labels
+        return self._SCALE * torch.stack([f0 * c + f1 * s, f1 * c - f0 * s], 1)
 
     def _h(self, t: Tensor, r: Tensor) -> Tensor:
         return t - self.rate * torch.exp(r * t.cos())
@@ -225,7 +252,7 @@ class Pinwheel(Toy2D):
         return 1.0 + self.rate * r * t.sin() * torch.exp(r * t.cos())
 
     def _log_prob(self, x: Tensor) -> Tensor:
-        n, k_wings, rate = x.shape[0], self.wings, self.rate
+        n, k_wings, rate, dev = x.shape[0], self.wings, self.rate, x.device
         r = (torch.linalg.vector_norm(x, dim=1) / self._SCALE).clamp_min(1e-12)
         phi = torch.atan2(x[:, 1], x[:, 0])
         # Folds: h' = 1 - q(u) at t = -u, q(u) = rate r sin u e^{r cos u} is unimodal on (0, pi)
@@ -245,43 +272,48 @@ class Pinwheel(Toy2D):
         v_lo = torch.minimum(ha, hb).clamp_min(-_PI - rate * math.exp(self._F0_MAX))
         v_hi = torch.maximum(ha, hb)
         # Branch targets phi + a_k + 2 pi m inside [v_lo, v_hi) for every piece and wing.
-        c = phi[:, None] + _TWO_PI * torch.arange(k_wings, dtype=_F64) / k_wings
+        c = phi[:, None] + _TWO_PI * torch.arange(k_wings, dtype=_F64, device=dev) / k_wings
         m_lo = torch.ceil((v_lo[:, :, None] - c[:, None, :]) / _TWO_PI)
         m_hi = torch.ceil((v_hi[:, :, None] - c[:, None, :]) / _TWO_PI) - 1
         count = (m_hi - m_lo + 1).clamp_min(0).long()
         count[:, 1] *= fold[:, None]  # the decreasing middle piece exists only with a fold
         flat = count.reshape(-1)
-        cell = torch.repeat_interleave(torch.arange(flat.numel()), flat)
+        cell = torch.repeat_interleave(torch.arange(flat.numel(), device=dev), flat)
         start = torch.cumsum(flat, 0) - flat
-        m = m_lo.reshape(-1)[cell] + (torch.arange(cell.numel()) - start[cell])
+        m = m_lo.reshape(-1)[cell] + (torch.arange(cell.numel(), device=dev) - start[cell])
         point, piece = cell // (3 * k_wings), (cell // k_wings) % 3
         v = c.reshape(-1)[point * k_wings + cell % k_wings] + _TWO_PI * m
         sign = torch.where(piece == 1, -1.0, 1.0).to(_F64)  # the middle piece decreases
         rp = r[point]
 
-        def fn(s: Tensor) -> tuple[Tensor, Tensor]:
-            e = self.rate * torch.exp(rp * s.cos())
-            return sign * (s - e - v), sign * (1.0 + rp * s.sin() * e)
+        def fn(s: Tensor, i: Tensor) -> tuple[Tensor, Tensor]:
+            e = self.rate * torch.exp(rp[i] * s.cos())
+            return sign[i] * (s - e - v[i]), sign[i] * (1.0 + rp[i] * s.sin() * e)
 
         t = _monotone_solve(fn, lo_t[point, piece], hi_t[point, piece])
         f0, f1 = rp * t.cos(), rp * t.sin()
         term = (
-            _log_normal(f0, 1.0, self.radial_std) + _log_normal(f1, 0.0, self.tangential_std)
-            - 2 * math.log(self._SCALE) - self._dh(t, rp).abs().log()
+            _log_normal(f0, 1.0, self.radial_std)
+            + _log_normal(f1, 0.0, self.tangential_std)
+            - 2 * math.log(self._SCALE)
+            - self._dh(t, rp).abs().log()
         )
-        peak = torch.full((n,), -math.inf, dtype=_F64).scatter_reduce(0, point, term, "amax")
-        total = torch.zeros(n, dtype=_F64).index_add(0, point, (term - peak[point]).exp())
+        peak = x.new_full((n,), -math.inf).scatter_reduce(0, point, term, "amax")
+        total = x.new_zeros(n).index_add(0, point, (term - peak[point]).exp())
         return total.log() + peak - math.log(k_wings)
 
     def _compute_entropy(self) -> float:
-        # The density is invariant under rotation by 2 pi / K, so E over all wings equals E over
-        # wing 0: integrate -log p(g_0(f)) against the Gaussian on f by Gauss-Hermite.
-        t, w = _hermite_grid(64)
-        f0, f1 = 1.0 + self.radial_std * t[:, 0], self.tangential_std * t[:, 1]
-        psi = self.rate * f0.exp()
-        c, s = psi.cos(), psi.sin()
-        x = self._SCALE * torch.stack([f0 * c + f1 * s, f1 * c - f0 * s], 1)
-        return -float((w * self.log_prob(x)).sum())
+        # p is invariant under rotation by 2 pi / K, so E over all wings equals E over wing 0:
+        # integrate -log p(g_0(f)) against the Gaussian on f.  Composite Gauss-Legendre in f0 (near
+        # f0 = 0, 3.3 sd out, the wings meet and log p bends sharply: plain Gauss-Hermite
+        # converges only to ~1e-5 there), Gauss-Hermite in f1.  Converged to ~1e-10 nats.
+        z0, w0 = (torch.as_tensor(v, dtype=_F64) for v in _legendre(-8.0, 8.0, 64))
+        w0 = w0 * torch.exp(-0.5 * z0**2) / math.sqrt(_TWO_PI)
+        z1, w1 = (torch.as_tensor(v, dtype=_F64) for v in _hermite(32))
+        f0 = (1.0 + self.radial_std * z0)[:, None].expand(-1, len(z1)).reshape(-1)
+        f1 = (self.tangential_std * z1).repeat(len(z0))
+        lp = self.log_prob(self._map(f0, f1, 0.0))
+        return -float(((w0[:, None] * w1).reshape(-1) * lp).sum())
 
 
 def _bisect(g: Callable[[Tensor], Tensor], a: Tensor, b: Tensor, iters: int = 60) -> Tensor:
@@ -295,28 +327,38 @@ def _bisect(g: Callable[[Tensor], Tensor], a: Tensor, b: Tensor, iters: int = 60
 
 
 def _monotone_solve(
-    fn: Callable[[Tensor], tuple[Tensor, Tensor]], a: Tensor, b: Tensor, iters: int = 100,
+    fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+    a: Tensor,
+    b: Tensor,
+    iters: int = 100,
     tol: float = 1e-12,
 ) -> Tensor:
-    """Root of an increasing ``g`` on ``[a, b]`` given ``fn(t) = (g(t), g'(t))``: Newton steps,
-    bisection when one leaves the bracket (bisection speed at worst, quadratic near simple roots).
-    An entry is frozen once ``|g| <= tol`` or its bracket is narrower than ``tol``."""
+    """Roots of increasing functions on brackets ``[a, b]``, given ``fn(t, idx) = (g, g')`` for the
+    entries ``idx``: Newton steps, bisection when one leaves the bracket (bisection speed at
+    worst, quadratic near simple roots).  Entries stop once ``|g| <= tol`` or the bracket is
+    narrower than ``tol``; only the unfinished ones are iterated."""
     t = 0.5 * (a + b)
+    idx = torch.arange(t.numel(), device=t.device)
+    lo, hi, cur = a, b, t.clone()
     for _ in range(iters):
-        gt, dt = fn(t)
-        done = (gt.abs() <= tol) | (b - a <= tol)
+        gt, dt = fn(cur, idx)
+        done = (gt.abs() <= tol) | (hi - lo <= tol)
+        t[idx] = cur
         if bool(done.all()):
             break
+        keep = ~done
+        idx, lo, hi, cur, gt, dt = idx[keep], lo[keep], hi[keep], cur[keep], gt[keep], dt[keep]
         left = gt < 0
-        a, b = torch.where(left & ~done, t, a), torch.where(~left & ~done, t, b)
-        step = t - gt / dt
-        ok = (dt > 0) & (step >= a) & (step <= b)
-        t = torch.where(done, t, torch.where(ok, step, 0.5 * (a + b)))
+        lo, hi = torch.where(left, cur, lo), torch.where(left, hi, cur)
+        step = cur - gt / dt
+        cur = torch.where((dt > 0) & (step >= lo) & (step <= hi), step, 0.5 * (lo + hi))
+    else:
+        t[idx] = cur
     return t
 
 
 class TwoCircles(Toy2D):
-    """Seed 001's two circles: class ``c`` has radius ``~ N(radii[c], radial_std^2)``, uniform angle.
+    """Seed 001's two circles: class ``c`` has radius ``N(radii[c], radial_std^2)``, uniform angle.
 
     The noise is radial, so with ``q`` the density of ``|radius|`` (a folded-normal mixture),
     ``p(x) = q(|x|) / (2 pi |x|)`` exactly, and ``H = H(q) + log 2 pi + E log |x|`` (1-D
@@ -343,10 +385,15 @@ class TwoCircles(Toy2D):
         return torch.stack([rho * ang.cos(), rho * ang.sin()], 1), labels
 
     def _log_q(self, rho: Tensor) -> Tensor:
-        radii = torch.tensor(self.radii, dtype=_F64)
+        radii = torch.tensor(self.radii, dtype=_F64, device=rho.device)
         # A negative draw of the radius lands at |radius| on the opposite side: fold it back.
-        both = torch.cat([_log_normal(rho[:, None], radii, self.radial_std),
-                          _log_normal(-rho[:, None], radii, self.radial_std)], 1)
+        both = torch.cat(
+            [
+                _log_normal(rho[:, None], radii, self.radial_std),
+                _log_normal(-rho[:, None], radii, self.radial_std),
+            ],
+            1,
+        )
         return torch.logsumexp(both, 1) - math.log(len(self.radii))
 
     def _log_prob(self, x: Tensor) -> Tensor:
@@ -391,8 +438,9 @@ class Moons(Toy2D):
     @staticmethod
     def _curve(t: Tensor, moon: Tensor) -> Tensor:
         c, s = t.cos(), t.sin()
-        return torch.where(moon[:, None] == 0, torch.stack([c, s], 1),
-                           torch.stack([1 - c, 0.5 - s], 1))
+        return torch.where(
+            moon[:, None] == 0, torch.stack([c, s], 1), torch.stack([1 - c, 0.5 - s], 1)
+        )
 
     def _sample(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         labels = _stratified_labels(n, 2, gen)
@@ -411,19 +459,35 @@ class Moons(Toy2D):
         big_a = -alpha
         end0 = (torch.acos((big_a.cos() - cut).clamp(-1, 1)) - big_a).clamp_min(0)
         end_pi = (big_a - torch.acos((big_a.cos() + cut).clamp(-1, 1))).clamp_min(0)
-        lo = torch.stack([torch.where(inside, (alpha - width).clamp_min(0), 0.0),
-                          torch.where(inside, alpha, _PI - end_pi)], 1)
-        hi = torch.stack([torch.where(inside, alpha, end0),
-                          torch.where(inside, (alpha + width).clamp_max(_PI), _PI)], 1)
-        xi, wi = (torch.as_tensor(v, dtype=_F64, device=y.device)
-                  for v in np.polynomial.legendre.leggauss(self._NODES))
+        lo = torch.stack(
+            [
+                torch.where(inside, (alpha - width).clamp_min(0), 0.0),
+                torch.where(inside, alpha, _PI - end_pi),
+            ],
+            1,
+        )
+        hi = torch.stack(
+            [
+                torch.where(inside, alpha, end0),
+                torch.where(inside, (alpha + width).clamp_max(_PI), _PI),
+            ],
+            1,
+        )
+        xi, wi = (
+            torch.as_tensor(v, dtype=_F64, device=y.device)
+            for v in np.polynomial.legendre.leggauss(self._NODES)
+        )
         half = 0.5 * (hi - lo)
         # |y - c(t)|^2 = (|y| - 1)^2 + 4 |y| sin^2((t - alpha) / 2): no cancellation near the arc.
         u = (0.5 * (hi + lo) - alpha[:, None])[:, :, None] + half[:, :, None] * xi
         expo = (-2 / s2) * rho[:, None, None] * (0.5 * u).sin() ** 2
         logw = half.log()[:, :, None] + wi.log()  # zero-length windows give -inf: no mass
-        return (torch.logsumexp((expo + logw).flatten(1), 1) - (rho - 1) ** 2 / (2 * s2)
-                - math.log(_PI) - math.log(_TWO_PI * s2))
+        return (
+            torch.logsumexp((expo + logw).flatten(1), 1)
+            - (rho - 1) ** 2 / (2 * s2)
+            - math.log(_PI)
+            - math.log(_TWO_PI * s2)
+        )
 
     def _log_prob(self, x: Tensor) -> Tensor:
         shift = torch.tensor([1.0, 0.5], dtype=_F64, device=x.device)
@@ -460,7 +524,8 @@ class EightGaussians(Toy2D):
 
     def _sample(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         labels = _stratified_labels(n, 8, gen)
-        return self._centers[labels] + self.std * torch.randn(n, 2, generator=gen, dtype=_F64), labels
+        noise = self.std * torch.randn(n, 2, generator=gen, dtype=_F64)
+        return self._centers[labels] + noise, labels
 
     def _log_prob(self, x: Tensor) -> Tensor:
         comp = _log_normal(x[:, None, :], self._centers.to(x.device), self.std).sum(-1)
@@ -520,6 +585,14 @@ class Spirals(Toy2D):
         self.noise = noise
         panels, top = max(64, math.ceil(12.0 / noise)), 3 * _PI
         edges = top * torch.linspace(0, 1, panels + 1, dtype=_F64).sqrt()
+        # Near the centre the curve is slow (|c'| / 3 ~ 1/3): split panels longer than 2 noise in s.
+        pieces = [
+            torch.linspace(
+                float(lo), float(hi), max(1, math.ceil((hi - lo) / (2 * noise))) + 1, dtype=_F64
+            )[:-1]
+            for lo, hi in zip(edges[:-1], edges[1:])
+        ]
+        edges = torch.cat([*pieces, edges[-1:]])
         xi, wi = (torch.as_tensor(v, dtype=_F64) for v in np.polynomial.legendre.leggauss(8))
         half, mid = 0.5 * (edges[1:] - edges[:-1]), 0.5 * (edges[1:] + edges[:-1])
         s = mid[:, None] + half[:, None] * xi  # (panels, 8)
@@ -554,8 +627,9 @@ class Spirals(Toy2D):
             dist = torch.cdist(z, mid)  # (n, panels): point to panel box centres
             best = dist.min(1, keepdim=True).values + diag
             low = (dist - reach - diag).clamp_min(0)
-            point, panel = torch.nonzero(low**2 <= best**2 + 2 * self._CUT * self.noise**2,
-                                         as_tuple=True)
+            point, panel = torch.nonzero(
+                low**2 <= best**2 + 2 * self._CUT * self.noise**2, as_tuple=True
+            )
             q = (z[point, None, :] * k - nodes[panel]).abs()
             term = (torch.special.erfc(q - h) - torch.special.erfc(q + h)).prod(-1)
             dens.index_add_(0, point, (term * weights[panel]).sum(1))
@@ -565,16 +639,18 @@ class Spirals(Toy2D):
             lw, terms = weights.log().reshape(-1), []
             for sign in (1.0, -1.0):
                 q = (sign * x[tiny, None, :] * k - nodes.reshape(-1, 2)).abs()
-                # erfc(q - h) - erfc(q + h) = 2 (Phi(b) - Phi(a)), b = sqrt2 (h - q), a = -sqrt2 (q + h)
+                # erfc(q - h) - erfc(q + h) = 2 (Phi(b) - Phi(a)), b = sqrt2 (h - q),
+                # a = -sqrt2 (q + h)
                 lb = torch.special.log_ndtr(math.sqrt(2) * (h - q))
                 la = torch.special.log_ndtr(-math.sqrt(2) * (h + q))
                 terms.append((lb + torch.log(-torch.expm1(la - lb))).sum(-1) + lw)
-            out[tiny] = (torch.logsumexp(torch.cat(terms, 1), 1) - 2 * math.log(self._L)
-                         - math.log(2.0))
+            out[tiny] = (
+                torch.logsumexp(torch.cat(terms, 1), 1) - 2 * math.log(self._L) - math.log(2.0)
+            )
         return out
 
     def _compute_entropy(self) -> float:
-        return self._grid_entropy(0.5 * self.noise)
+        return self._grid_entropy(0.8 * self.noise)
 
 
 class Sine(Toy2D):
@@ -631,8 +707,9 @@ def plot_range(name: str) -> tuple[float, float, float, float]:
 
 
 def _z(z: Tensor) -> tuple[Tensor, Tensor]:
+    # Shape only: these sit inside reverse-KL training, where a non-finite sample of the flow must
+    # reach the loss (and the trainer's NaN guard) rather than raise here.
     check_event_shape("z", z, (2,))
-    check_finite("z", z)
     return z[:, 0], z[:, 1]
 
 
@@ -641,7 +718,7 @@ def _w1(z1: Tensor) -> Tensor:
 
 
 def energy_u1(z: Tensor) -> Tensor:
-    """``U1 = 1/2 ((|z| - 2) / 0.4)^2 - log(e^{-1/2 ((z1 - 2)/0.6)^2} + e^{-1/2 ((z1 + 2)/0.6)^2})``,
+    """``U1 = 1/2 ((|z| - 2)/0.4)^2 - log(e^{-1/2 ((z1 - 2)/0.6)^2} + e^{-1/2 ((z1 + 2)/0.6)^2})``,
     shape ``(n, 2) -> (n,)`` (a ring split in two)."""
     z1, _ = _z(z)
     ring = 0.5 * ((torch.linalg.vector_norm(z, dim=1) - 2) / 0.4) ** 2
@@ -671,17 +748,20 @@ def energy_u4(z: Tensor) -> Tensor:
 
 
 ENERGIES: dict[str, Callable[[Tensor], Tensor]] = {
-    "u1": energy_u1, "u2": energy_u2, "u3": energy_u3, "u4": energy_u4,
+    "u1": energy_u1,
+    "u2": energy_u2,
+    "u3": energy_u3,
+    "u4": energy_u4,
 }
 
 
 def log_normalizer(
     energy: str | Callable[[Tensor], Tensor],
     bounds: tuple[float, float, float, float] = (-4.0, 4.0, -4.0, 4.0),
-    panels: int = 128,
+    panels: int = 64,
 ) -> float:
     """``log Z = log int_box exp(-U(z)) dz`` by tensor-product composite Gauss-Legendre (8 nodes
-    per panel, ``panels`` panels per axis; 128 gives ~1e-10 relative accuracy for U1-U4).
+    per panel, ``panels`` panels per axis; for U1-U4, 32 and 128 panels agree to 1e-14).
 
     The box defaults to the paper's plotting range: U2-U4 do not confine ``z1`` and are not
     normalizable on the plane, so the targets are the box-restricted densities.  With
@@ -689,7 +769,9 @@ def log_normalizer(
     """
     fn = ENERGIES.get(energy) if isinstance(energy, str) else energy
     if fn is None:
-        raise ValueError(f"energy: expected one of {sorted(ENERGIES)} or a callable, got {energy!r}")
+        raise ValueError(
+            f"energy: expected one of {sorted(ENERGIES)} or a callable, got {energy!r}"
+        )
     x0, x1, y0, y1 = (float(b) for b in bounds)
     if not (x0 < x1 and y0 < y1):
         raise ValueError(f"bounds: expected (xmin, xmax, ymin, ymax) with min < max, got {bounds}")

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 from torch import Tensor, nn
 
+from .._checks import check_finite
+
 __all__ = ["Transform", "Compose", "Inverse", "sum_except_batch"]
 
 
@@ -36,6 +38,23 @@ class Transform(nn.Module):
 
     def inverse(self, u: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError(f"{type(self).__name__} has no inverse")
+
+    # Inner paths.  DESIGN.md: "check at public entry points; inner code trusts its inputs".  A
+    # composite (``Compose``, ``Flow``, ``MultiScale``) validates its input ONCE -- shape,
+    # context and the NaN/inf scan, the check that costs a pass over the data and a device sync
+    # -- and then calls ``_forward``/``_inverse`` on its members.  The default is the public
+    # method itself (called directly, without the ``nn.Module.__call__`` machinery), so a member
+    # keeps every check it has; layers whose only value check is the NaN/inf scan the door has
+    # already done (e.g. MAF) override these to skip it.  Domain checks (``Logit``'s (0, 1),
+    # dequantization's pixel range) are never skipped: the door cannot know them.
+
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``forward`` for a caller that has validated ``x`` (finite values) and ``context``."""
+        return self.forward(x, context)
+
+    def _inverse(self, u: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``inverse`` for a caller that has validated ``u`` (finite values) and ``context``."""
+        return self.inverse(u, context)
 
 
 class Compose(Transform):
@@ -67,18 +86,28 @@ class Compose(Transform):
         self.context_features = sizes.pop() if sizes else None
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        total = x.new_zeros(x.shape[0])
-        for t in self.transforms:
-            x, ladj = t(x, context)
-            total = total + ladj
-        return x, total
+        # The door of the chain: one NaN/inf scan here instead of one per member.
+        check_finite("x", x)
+        return self._forward(x, context)
 
     def inverse(self, u: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        total = u.new_zeros(u.shape[0])
+        check_finite("u", u)
+        return self._inverse(u, context)
+
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total: Tensor | None = None
+        for t in self.transforms:
+            x, ladj = t._forward(x, context)
+            # Starting from the first log-det (not from zeros) saves one op per call.
+            total = ladj if total is None else total + ladj
+        return x, (x.new_zeros(x.shape[0]) if total is None else total)
+
+    def _inverse(self, u: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total: Tensor | None = None
         for t in reversed(self.transforms):
-            u, ladj = t.inverse(u, context)
-            total = total + ladj
-        return u, total
+            u, ladj = t._inverse(u, context)
+            total = ladj if total is None else total + ladj
+        return u, (u.new_zeros(u.shape[0]) if total is None else total)
 
     def forward_steps(
         self, x: Tensor, context: Tensor | None = None
@@ -125,6 +154,12 @@ class Inverse(Transform):
 
     def inverse(self, u: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.transform.forward(u, context)
+
+    def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform._inverse(x, context)
+
+    def _inverse(self, u: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform._forward(u, context)
 
 
 def sum_except_batch(x: Tensor) -> Tensor:

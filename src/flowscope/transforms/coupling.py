@@ -62,6 +62,18 @@ def _image_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
+def _contiguous_blocks(flat: Tensor) -> tuple[bool, int] | None:
+    """``(identity_first, n_identity)`` if the 1-D mask is one block of True and one of False."""
+    n_identity = int(flat.sum())
+    if n_identity in (0, flat.numel()):
+        return None
+    if bool(flat[:n_identity].all()):
+        return True, n_identity
+    if bool(flat[flat.numel() - n_identity :].all()):
+        return False, n_identity
+    return None
+
+
 def half_mask(features: int, flip: bool = False) -> Tensor:
     """Split a vector into halves: ``(features,)`` bool, True = identity.
 
@@ -200,6 +212,10 @@ class Coupling(Transform):
         self.register_buffer("mask", mask.clone(), persistent=False)
         self.register_buffer("identity_index", flat.nonzero().squeeze(-1), persistent=False)
         self.register_buffer("transform_index", (~flat).nonzero().squeeze(-1), persistent=False)
+        # Vectors split into two contiguous blocks (``half_mask``): slices and one ``cat``
+        # replace the gather/scatter pair (``index_select``/``index_copy``, whose backward passes
+        # are scatters too).  None: a general mask, served by the index path.
+        self._blocks = _contiguous_blocks(flat) if not self.image else None
 
     def extra_repr(self) -> str:
         return (
@@ -238,6 +254,8 @@ class Coupling(Transform):
         name = "u" if inverse else "x"
         check_event_shape(name, x, self.event_shape)
         check_context("context", context, self.context_features, x.shape[0])
+        if self._blocks is not None:
+            return self._couple_blocks(x, context, inverse)
         params = self._params(x, context)
         flat = x.reshape(x.shape[0], -1)
         part = flat.index_select(1, self.transform_index)
@@ -245,6 +263,30 @@ class Coupling(Transform):
         part, logabsdet = step(part, params)
         out = flat.index_copy(1, self.transform_index, part).view_as(x)
         return out, logabsdet.sum(dim=1)
+
+    def _couple_blocks(
+        self, x: Tensor, context: Tensor | None, inverse: bool
+    ) -> tuple[Tensor, Tensor]:
+        """``_couple`` for a vector mask made of two contiguous blocks (see ``_blocks``)."""
+        identity_first, n_identity = self._blocks  # type: ignore[misc]
+        batch, p = x.shape[0], self.transformer.params_per_dim
+        if identity_first:
+            x_a, x_b = x[:, :n_identity], x[:, n_identity:]
+        else:
+            x_b, x_a = x[:, : x.shape[1] - n_identity], x[:, x.shape[1] - n_identity :]
+        inp = x_a if context is None else torch.cat([x_a, context], dim=1)
+        out = self.net(inp)
+        n = x_b.shape[1]
+        if tuple(out.shape) != (batch, n * p):
+            raise ValueError(
+                f"net: expected the conditioner to output shape {(batch, n * p)}, got "
+                f"{tuple(out.shape)}"
+            )
+        step = self.transformer.inverse if inverse else self.transformer.forward
+        y_b, logabsdet = step(x_b, out.view(batch, n, p))
+        y = torch.cat([x_a, y_b] if identity_first else [y_b, x_a], dim=1)
+        # One transformed entry (2-D data): a view instead of a reduction kernel.
+        return y, (logabsdet[:, 0] if n == 1 else logabsdet.sum(dim=1))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Data to latent: ``x (batch, *event_shape)`` -> ``(u, logabsdet (batch,))``."""

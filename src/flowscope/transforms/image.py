@@ -428,7 +428,8 @@ class _Level(Transform):
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         b, n = x.shape[0], x.shape[1] - self.size
-        h, ladj = self.transform(x[:, n:].reshape(b, *self.in_shape), context)
+        # A private member of MultiScale, whose door validated the input: the unchecked path.
+        h, ladj = self.transform._forward(x[:, n:].reshape(b, *self.in_shape), context)
         if self.keep is not None:
             h = torch.cat([h[:, self.keep :].reshape(b, -1), h[:, : self.keep].reshape(b, -1)], 1)
         return torch.cat([x[:, :n], h.reshape(b, -1)], dim=1), ladj
@@ -443,7 +444,7 @@ class _Level(Transform):
             split = (c - self.keep) * hh * ww
             z = tail[:, :split].reshape(b, c - self.keep, hh, ww)
             h = torch.cat([tail[:, split:].reshape(b, self.keep, hh, ww), z], dim=1)
-        x, ladj = self.transform.inverse(h, context)
+        x, ladj = self.transform._inverse(h, context)
         return torch.cat([u[:, :n], x.reshape(b, -1)], dim=1), ladj
 
 

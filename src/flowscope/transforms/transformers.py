@@ -73,9 +73,12 @@ class AffineTransformer(Transformer):
         return torch.log(torch.sigmoid(h + 2.0) + self.eps)
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        log_s = self._log_scale(params[..., 0])
-        return x * torch.exp(log_s) + params[..., 1], log_s
+        h, t = params.unbind(-1)
+        log_s = self._log_scale(h)
+        # Fused multiply-add: one kernel (and one autograd node) instead of two.
+        return torch.addcmul(t, x, torch.exp(log_s)), log_s
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        log_s = self._log_scale(params[..., 0])
-        return (y - params[..., 1]) * torch.exp(-log_s), -log_s
+        h, t = params.unbind(-1)
+        log_s = self._log_scale(h)
+        return (y - t) * torch.exp(-log_s), -log_s

@@ -1,0 +1,242 @@
+"""The K component flows of a mixture as ONE batched computation, or as a list.
+
+:class:`StackedFlows` keeps the parameters of K flows of the same architecture stacked along a
+new leading axis (a parameter of shape ``s`` in the template becomes ``(K, *s)``) and evaluates
+all components at once with ``torch.func.vmap`` over ``torch.func.functional_call``: one pass of
+batched kernels instead of K passes of small ones.  Storing the stack (rather than stacking K
+modules' parameters at every step) matters on small models: the optimizer then updates one
+tensor per parameter name instead of K, and no ``torch.stack`` / ``unbind`` pair is paid per
+step (measured in ``benchmarks/mixture_scaling.py``).
+
+Buffers equal in every component at construction (masks, index tables, MADE orders, reverse
+permutations) are stored once and shared; buffers that differ (e.g. random permutations drawn
+per component) are stacked like parameters.  Integer buffers read with ``.tolist()`` (the
+MADE order in sampling) therefore work inside ``vmap`` as long as they are shared.
+
+:class:`FlowList` is the fallback for components of different architectures, or with layers
+that mutate their state in ``forward`` (``BatchNorm`` running averages, ``ActNorm``'s
+data-dependent initialization), which ``vmap`` cannot write through: a Python loop.
+
+Both expose the same small interface (``log_prob``, ``sample``, ``sample_all``, ``component``)
+used by :class:`~flowscope.mixture.MixtureOfFlows`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from .flow import Flow
+from .transforms.normalization import ActNorm, BatchNorm
+
+__all__ = ["ComponentBank", "StackedFlows", "FlowList", "same_architecture", "make_bank"]
+
+# Layers whose forward writes to their own buffers/parameters: vmap cannot write through them.
+_STATEFUL = (BatchNorm, ActNorm)
+
+
+class ComponentBank(nn.Module):
+    """K flows over the same event shape, evaluated together.
+
+    Attributes:
+        num_components: K.
+        shape: the data's event shape.
+    """
+
+    num_components: int
+    shape: tuple[int, ...]
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``log p_k(x)`` for every component: ``(batch, *shape) -> (batch, K)``."""
+        raise NotImplementedError
+
+    def sample(self, k: int, n: int, temperature: float = 1.0) -> Tensor:
+        """``n`` samples of component ``k``: ``(n, *shape)``."""
+        raise NotImplementedError
+
+    def sample_all(self, n: int, temperature: float = 1.0) -> Tensor:
+        """``n`` samples of every component: ``(K, n, *shape)``."""
+        raise NotImplementedError
+
+    def component(self, k: int) -> Flow:
+        """Component ``k`` as a standalone :class:`~flowscope.Flow` (a copy for StackedFlows)."""
+        raise NotImplementedError
+
+
+def _signature(flow: Flow) -> tuple:
+    """What must agree for two flows to be stacked: module types, parameter and buffer layout."""
+    return (
+        tuple((name, type(m)) for name, m in flow.named_modules()),
+        tuple((n, tuple(p.shape), p.dtype) for n, p in flow.named_parameters()),
+        tuple((n, tuple(b.shape), b.dtype) for n, b in flow.named_buffers()),
+        flow.shape,
+    )
+
+
+def same_architecture(flows: Sequence[Flow]) -> bool:
+    """Whether every flow has the first one's modules, parameter and buffer shapes."""
+    first = _signature(flows[0])
+    return all(_signature(f) == first for f in flows[1:])
+
+
+def _stateful(flow: Flow) -> bool:
+    return any(isinstance(m, _STATEFUL) for m in flow.modules())
+
+
+def _owner(root: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The submodule holding the dotted tensor ``name`` and the tensor's attribute name."""
+    path, _, leaf = name.rpartition(".")
+    return (root.get_submodule(path) if path else root), leaf
+
+
+class StackedFlows(ComponentBank):
+    """K flows of one architecture with stacked parameters, evaluated by ``vmap``.
+
+    Args:
+        flows: K >= 1 flows with identical module structure and parameter/buffer shapes and no
+            state-mutating layers (see the module docstring).  Their current values are copied;
+            the flows themselves are not kept.
+
+    The state dict reads like the template's with a leading K axis:
+    ``flow.transform.transforms.0.net.0.weight`` has shape ``(K, 8, 1)``.
+    """
+
+    def __init__(self, flows: Sequence[Flow]) -> None:
+        super().__init__()
+        flows = list(flows)
+        if not same_architecture(flows):
+            raise ValueError(
+                "components: StackedFlows needs flows of one architecture (same modules, "
+                "parameter and buffer shapes); got different ones (use FlowList)"
+            )
+        if any(_stateful(f) for f in flows):
+            raise ValueError(
+                "components: StackedFlows cannot vmap layers that update their own state in "
+                "forward (BatchNorm, ActNorm); got one (use FlowList)"
+            )
+        if flows[0].context_features is not None:
+            raise ValueError(
+                f"components: expected unconditional flows, got context_features="
+                f"{flows[0].context_features}"
+            )
+        self.num_components = len(flows)
+        self.shape = tuple(flows[0].shape)
+        # The holder: the template's modules, with every parameter replaced by its K-stack.  It
+        # is never called with these (K, ...) tensors, only through functional_call with slices.
+        self.flow = copy.deepcopy(flows[0])
+        with torch.no_grad():
+            for name, _ in flows[0].named_parameters():
+                owner, leaf = _owner(self.flow, name)
+                stack = torch.stack([f.get_parameter(name).detach() for f in flows]).clone()
+                owner._parameters[leaf] = nn.Parameter(stack)
+            stacked: list[str] = []
+            for name, _ in flows[0].named_buffers():
+                values = [f.get_buffer(name) for f in flows]
+                if all(torch.equal(values[0], v) for v in values[1:]):
+                    continue  # shared: the deep copy already holds it, once
+                owner, leaf = _owner(self.flow, name)
+                owner._buffers[leaf] = torch.stack([v.detach() for v in values]).clone()
+                stacked.append("flow." + name)
+        self._stacked_buffers = tuple(stacked)
+
+    def forward(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``self.flow.<method>``: only meaningful inside :meth:`_map` / :meth:`_at`."""
+        return getattr(self.flow, method)(*args, **kwargs)
+
+    def _state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        params = dict(self.named_parameters())
+        buffers = dict(self.named_buffers())
+        return params, {n: buffers[n] for n in self._stacked_buffers}
+
+    def _map(
+        self,
+        method: str,
+        tensors: tuple[Tensor, ...],
+        dims: tuple[int | None, ...],
+        randomness: str = "error",
+        **kwargs: Any,
+    ) -> Any:
+        """``vmap`` of ``flow.<method>(*tensors, **kwargs)`` over the K components (axis 0)."""
+
+        def one(params: dict, buffers: dict, *a: Tensor) -> Any:
+            return functional_call(self, (params, buffers), (method, *a), kwargs)
+
+        params, buffers = self._state()
+        return vmap(one, in_dims=(0, 0, *dims), randomness=randomness)(params, buffers, *tensors)
+
+    def _at(self, k: int, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``flow.<method>`` of component ``k`` alone (sliced parameters, no vmap)."""
+        params, buffers = self._state()
+        sliced = {n: t[k] for n, t in {**params, **buffers}.items()}
+        return functional_call(self, sliced, (method, *args), kwargs)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return self._map("log_prob", (x,), (None,)).transpose(0, 1)
+
+    def sample(self, k: int, n: int, temperature: float = 1.0) -> Tensor:
+        return self._at(k, "sample", n, temperature=temperature)
+
+    def sample_all(self, n: int, temperature: float = 1.0) -> Tensor:
+        return self._map("sample", (), (), randomness="different", n=n, temperature=temperature)
+
+    def component(self, k: int) -> Flow:
+        flow = copy.deepcopy(self.flow)
+        with torch.no_grad():
+            for name, p in self.flow.named_parameters():
+                owner, leaf = _owner(flow, name)
+                owner._parameters[leaf] = nn.Parameter(p[k].clone())
+            for name in self._stacked_buffers:
+                name = name.removeprefix("flow.")
+                owner, leaf = _owner(flow, name)
+                owner._buffers[leaf] = self.flow.get_buffer(name)[k].clone()
+        return flow
+
+
+class FlowList(ComponentBank):
+    """K flows of any architectures over one event shape, evaluated one after the other."""
+
+    def __init__(self, flows: Sequence[Flow]) -> None:
+        super().__init__()
+        flows = list(flows)
+        shapes = {tuple(f.shape) for f in flows}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"components: expected flows over one event shape, got shapes {sorted(shapes)}"
+            )
+        conditional = [f.context_features for f in flows if f.context_features is not None]
+        if conditional:
+            raise ValueError(
+                f"components: expected unconditional flows, got context_features={conditional[0]}"
+            )
+        self.flows = nn.ModuleList(flows)
+        self.num_components = len(flows)
+        self.shape = tuple(flows[0].shape)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        return torch.stack([f.log_prob(x) for f in self.flows], dim=1)
+
+    def sample(self, k: int, n: int, temperature: float = 1.0) -> Tensor:
+        return self.flows[k].sample(n, temperature=temperature)
+
+    def sample_all(self, n: int, temperature: float = 1.0) -> Tensor:
+        return torch.stack([f.sample(n, temperature=temperature) for f in self.flows])
+
+    def component(self, k: int) -> Flow:
+        return self.flows[k]
+
+
+def make_bank(flows: Sequence[Flow], batched: bool | None = None) -> ComponentBank:
+    """:class:`StackedFlows` when possible (``batched=None``) or required (``True``), else
+    :class:`FlowList` (``batched=False``, or different architectures / stateful layers)."""
+    flows = list(flows)
+    for i, f in enumerate(flows):
+        if not isinstance(f, Flow):
+            raise ValueError(f"components[{i}]: expected a flowscope Flow, got {type(f).__name__}")
+    if batched is None:
+        batched = same_architecture(flows) and not any(_stateful(f) for f in flows)
+    return StackedFlows(flows) if batched else FlowList(flows)
