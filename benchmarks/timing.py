@@ -1,4 +1,10 @@
-"""Timers: warm up, then the median over repeats of a rate, all in the calling process."""
+"""Interleaved timers: every library is timed in turn, round after round, in one process.
+
+On a shared machine the load drifts over seconds; timing library A for a minute and then
+library B would charge B (or A) for the drift.  Interleaving the repeats (A, B, C, A, B, C, ...)
+spreads the drift over all of them, and the median over rounds discards the rounds a burst of
+load hit.
+"""
 
 from __future__ import annotations
 
@@ -11,77 +17,85 @@ from torch import Tensor
 
 from workloads import Built
 
-
-def median_rate(
-    fn: Callable[[], object], work: float, repeats: int, warmup: int, budget_s: float = 60.0
-) -> tuple[float, list[float]]:
-    """Median of ``work / seconds(fn())`` over ``repeats`` calls, after ``warmup`` calls.
-
-    Stops early (with at least one timed call) once ``budget_s`` seconds of timed calls are
-    spent, so that a slow peer cannot blow the run's wall-clock budget.
-    """
-    for _ in range(warmup):
-        fn()
-    rates, spent = [], 0.0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        rates.append(work / dt)
-        spent += dt
-        if spent > budget_s:
-            break
-    return statistics.median(rates), rates
+# A warm-up call longer than this is kept as the measurement and not repeated (peers' D-pass
+# MAF sampling takes tens of seconds a call; one call is then a precise enough number).
+LONG_CALL_S = 5.0
 
 
-def train_rate(
-    built: Built,
-    batches: list[Tensor],
-    steps: int,
+def interleaved(
+    tasks: dict[str, Callable[[], object]],
     repeats: int,
-    warmup: int,
+    warmup: int = 1,
     budget_s: float = 60.0,
-) -> float:
-    """Training steps per second: ``-log_prob(x).mean()``, backward, Adam step."""
-    module = built.module
-    module.train()
-    opt = torch.optim.Adam(module.parameters(), lr=1e-4)
+) -> dict[str, list[float]]:
+    """Seconds per call of each task, ``repeats`` rounds over all tasks after ``warmup`` calls.
+
+    A task stops being repeated once ``budget_s`` seconds of timed calls are spent on it (it
+    always gets at least one), so that one slow library cannot blow the run's budget.
+    """
+    seconds: dict[str, list[float]] = {name: [] for name in tasks}
+    for name, fn in tasks.items():
+        for _ in range(warmup):
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            if dt > LONG_CALL_S:
+                seconds[name].append(dt)
+                break
+    spent = {name: sum(s) for name, s in seconds.items()}
+    for _ in range(repeats):
+        for name, fn in tasks.items():
+            if seconds[name] and (spent[name] > budget_s or seconds[name][0] > LONG_CALL_S):
+                continue
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            seconds[name].append(dt)
+            spent[name] += dt
+    return seconds
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def train_task(built: Built, batches: list[Tensor], steps: int, lr: float = 1e-4) -> Callable:
+    """``steps`` training steps: ``-log_prob(x).mean()``, backward, ``torch.optim.Adam`` step.
+
+    The optimizer is torch's default Adam for every library, so the step time differs only by
+    the model's forward and backward passes.
+    """
+    opt = torch.optim.Adam(built.module.parameters(), lr=lr)
     state = {"i": 0}
 
-    def step() -> None:
-        x = batches[state["i"] % len(batches)]
-        state["i"] += 1
-        opt.zero_grad(set_to_none=True)
-        loss = -built.log_prob(x).mean()
-        loss.backward()
-        opt.step()
-
-    def window() -> None:
+    def run() -> None:
         for _ in range(steps):
-            step()
+            x = batches[state["i"] % len(batches)]
+            state["i"] += 1
+            opt.zero_grad(set_to_none=True)
+            loss = -built.log_prob(x).mean()
+            loss.backward()
+            opt.step()
 
-    for _ in range(warmup):
-        step()
-    rate, _ = median_rate(window, steps, repeats, 0, budget_s)
-    return rate
-
-
-def log_prob_rate(
-    built: Built, x: Tensor, repeats: int, warmup: int, budget_s: float = 60.0
-) -> float:
-    """Points per second of ``log_prob`` on ``x`` in one call, eval mode, no autograd."""
-    built.module.eval()
-    with torch.no_grad():
-        rate, _ = median_rate(lambda: built.log_prob(x), x.shape[0], repeats, warmup, budget_s)
-    return rate
+    return run
 
 
-def sample_seconds(
-    built: Built, n: int, repeats: int, warmup: int, budget_s: float = 60.0
-) -> float:
-    """Median seconds of one ``sample(n)`` call, eval mode, no autograd."""
+def log_prob_task(built: Built, x: Tensor) -> Callable:
+    """One ``log_prob`` call on all of ``x`` without autograd (throughput mode)."""
+
+    def run() -> None:
+        with torch.no_grad():
+            built.log_prob(x)
+
+    return run
+
+
+def sample_task(built: Built, n: int) -> Callable:
+    """One ``sample(n)`` call without autograd."""
     assert built.sample is not None
-    built.module.eval()
-    with torch.no_grad():
-        rate, _ = median_rate(lambda: built.sample(n), 1.0, repeats, warmup, budget_s)
-    return 1.0 / rate
+
+    def run() -> None:
+        with torch.no_grad():
+            built.sample(n)
+
+    return run

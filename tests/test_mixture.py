@@ -222,7 +222,7 @@ def test_semi_supervised_cross_entropy_goes_down():
     # Unlabeled rows (-1) contribute the negative ELBO; the mask says which is which.
     xs, ys = semi_supervised_dataset(x[:10], x[10:14], y[10:14], repeats=2)
     assert xs.shape == (18, 2) and (ys[:10] == -1).all() and (ys[10:] >= 0).all()
-    rows, labeled = objective.losses(xs, ys)
+    rows, labeled, _ = objective.losses(xs, ys)
     torch.testing.assert_close(rows[:10], -m.elbo(xs[:10]))
     log_pk, log_q = m.component_log_prob(xs[10:]), m.log_q(xs[10:])
     torch.testing.assert_close(rows[10:], supervised_loss(log_pk, log_q, m.log_weights, ys[10:]))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
-from flowscope.data import toy2d
+from flowscope.data import energies, toy2d
 
 NAMES = ["pinwheel", "two_circles", "moons", "eight_gaussians", "checkerboard", "spirals", "sine"]
 
@@ -278,14 +278,14 @@ def _paper_energy(name: str, z: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", ["u1", "u2", "u3", "u4"])
 def test_energies_and_normalizers(name):
-    energy = toy2d.ENERGIES[name]
+    energy = energies.ENERGIES[name]
     z = _grid((-4.0, 4.0, -4.0, 4.0), 0.05)
     values = energy(z)
     assert values.shape == (z.shape[0],) and torch.isfinite(values).all()
     torch.testing.assert_close(values, _paper_energy(name, z), rtol=1e-9, atol=1e-9)
-    log_z = toy2d.log_normalizer(name)
+    log_z = energies.log_normalizer(name)
     assert math.isfinite(log_z)
-    assert log_z == pytest.approx(toy2d.log_normalizer(energy, panels=32), abs=1e-9)
+    assert log_z == pytest.approx(energies.log_normalizer(energy, panels=32), abs=1e-9)
     midpoint = math.log(float(torch.exp(-values).sum()) * 0.05**2)
     assert log_z == pytest.approx(midpoint, abs=1e-3)
     with pytest.raises(ValueError, match=r"z: expected shape \(batch, 2\)"):
@@ -293,10 +293,10 @@ def test_energies_and_normalizers(name):
 
 
 def test_energy_spot_values_and_normalizer_errors():
-    assert float(toy2d.energy_u2(torch.zeros(1, 2))) == 0.0
+    assert float(energies.energy_u2(torch.zeros(1, 2))) == 0.0
     # U1 at (2, 0): on the ring, at the centre of one of the two bumps.
-    assert float(toy2d.energy_u1(torch.tensor([[2.0, 0.0]]))) == pytest.approx(0.0, abs=1e-9)
+    assert float(energies.energy_u1(torch.tensor([[2.0, 0.0]]))) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="energy: expected one of"):
-        toy2d.log_normalizer("u5")
+        energies.log_normalizer("u5")
     with pytest.raises(ValueError, match="bounds"):
-        toy2d.log_normalizer("u1", bounds=(1.0, -1.0, 0.0, 1.0))
+        energies.log_normalizer("u1", bounds=(1.0, -1.0, 0.0, 1.0))

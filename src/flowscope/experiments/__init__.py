@@ -15,6 +15,7 @@ __all__ = ["EXPERIMENTS", "get"]
 EXPERIMENTS: dict[str, str] = {
     "layers": "flowscope.experiments.layers",
     "toy-gap": "flowscope.experiments.toy_gap",
+    "energies": "flowscope.experiments.energies",
 }
 
 

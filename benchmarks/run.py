@@ -1,0 +1,488 @@
+"""flowscope against nflows, normflows and zuko: speed and quality, side by side, in ONE process.
+
+    python benchmarks/run.py                      # everything (about 10 minutes on 1 thread)
+    python benchmarks/run.py --workloads W1,W2    # a subset
+    python benchmarks/run.py --quick              # a smoke run: fewer repeats, smaller inputs
+    python benchmarks/run.py --profile            # + where flowscope's training step goes
+
+Workloads (issue 7):
+  W1   2-D RealNVP, 8 affine couplings, conditioner MLP 2x64, batch 512:
+       train steps/s, log_prob points/s on 100k points, samples/s on 100k
+  W1b  the same with MAF: 5 MADE layers 2x64, order reversed between layers
+  W2   784-D MAF, 5 layers, MADE 1x512, batch 100: train steps/s, log_prob points/s,
+       seconds to sample 100
+  W3   Glow on 3x32x32, 3 levels x 8 steps, hidden 128, batch 16: train steps/s,
+       seconds to sample 16 (zuko has no image layers: n/a)
+  W4   quality: test NLL on two moons after 2000 steps, same seeds (see quality.py)
+  W5   flowscope MixtureOfFlows, K = 1, 5, 10 RealNVP components (W1's): train step times
+
+Every library builds the same architecture (parameter counts are printed and must agree within
+2%), is timed in the same process with the same thread count, with warm-up calls and the median
+over repeats interleaved across libraries (timing.py).  The table gives flowscope / fastest peer
+for every metric (> 1: flowscope is faster); results go to JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import quality  # noqa: E402
+import timing  # noqa: E402
+import workloads as wl  # noqa: E402
+
+SPEED = ("W1", "W1b", "W2", "W3")
+ALL = SPEED + ("W4", "W5")
+
+# Per workload: event shape, training batch, log_prob points, samples, and how sampling is
+# reported ("rate": samples/s, "seconds": seconds for the whole draw).
+SPECS: dict[str, dict] = {
+    "W1": {
+        "title": "2-D RealNVP, 8 affine couplings, MLP 2x64",
+        "shape": (2,),
+        "batch": 512,
+        "steps": 20,
+        "log_prob_n": 100_000,
+        "sample_n": 100_000,
+        "sample_as": "rate",
+    },
+    "W1b": {
+        "title": "2-D MAF, 5 MADE layers 2x64",
+        "shape": (2,),
+        "batch": 512,
+        "steps": 20,
+        "log_prob_n": 100_000,
+        "sample_n": 100_000,
+        "sample_as": "rate",
+    },
+    "W2": {
+        "title": "784-D MAF, 5 layers, MADE 1x512",
+        "shape": (784,),
+        "batch": 100,
+        "steps": 3,
+        "log_prob_n": 5_000,
+        "sample_n": 100,
+        "sample_as": "seconds",
+    },
+    "W3": {
+        "title": "Glow 3x32x32, 3 levels x 8 steps, hidden 128",
+        "shape": (3, 32, 32),
+        "batch": 16,
+        "steps": 2,
+        "log_prob_n": None,
+        "sample_n": 16,
+        "sample_as": "seconds",
+    },
+}
+QUICK = {"W1": 20_000, "W1b": 20_000, "W2": 1_000}  # log_prob points in --quick mode
+
+TARGETS = {"train": 1.5, "log_prob": 1.5, "sample": 1.5, "sample_W2": 20.0}
+NLL_MARGIN = 0.02
+W5_TARGET = 2.0
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def load() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def fmt(value: float | None, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if kind == "seconds":
+        return f"{value:.3g} s"
+    if kind == "nll":
+        return f"{value:.3f}"
+    if value >= 1e4:
+        return f"{value / 1e3:,.0f}k"
+    return f"{value:.3g}"
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------ speed: W1-W3
+
+
+def build_all(workload: str, libs: list[str], seed: int = 0) -> dict[str, wl.Built]:
+    built = {}
+    for lib in libs:
+        factory = wl.builder(workload, lib)
+        if factory is None:
+            continue
+        torch.manual_seed(seed)
+        built[lib] = factory()
+    return built
+
+
+def check_params(workload: str, built: dict[str, wl.Built]) -> dict:
+    counts = {lib: wl.parameter_count(b.module) for lib, b in built.items()}
+    ref = counts.get("flowscope")
+    report = {}
+    for lib, n in counts.items():
+        diff = (n - ref) / ref if ref else 0.0
+        report[lib] = {"params": n, "relative_to_flowscope": diff, "note": built[lib].note}
+        flag = "" if abs(diff) <= 0.02 else "  MISMATCH > 2%"
+        note = f"  ({built[lib].note})" if built[lib].note else ""
+        log(f"  params {lib:10s} {n:>10,d}  {diff:+.2%}{flag}{note}")
+    return report
+
+
+def speed(workload: str, libs: list[str], args: argparse.Namespace) -> dict:
+    spec = SPECS[workload]
+    log(f"\n[{workload}] {spec['title']}")
+    built = build_all(workload, libs)
+    out: dict = {"title": spec["title"], "params": check_params(workload, built), "metrics": {}}
+    repeats = 3 if args.quick else args.repeats
+    gen = torch.Generator().manual_seed(0)
+    shape, batch = spec["shape"], spec["batch"]
+
+    # Training steps/s: `steps` steps per timed call.
+    batches = [torch.randn(batch, *shape, generator=gen) for _ in range(8)]
+    for b in built.values():
+        b.module.train()
+    tasks = {lib: timing.train_task(b, batches, spec["steps"]) for lib, b in built.items()}
+    secs = timing.interleaved(tasks, repeats, warmup=2, budget_s=args.budget)
+    out["metrics"]["train_steps_per_s"] = {
+        lib: spec["steps"] / timing.median(s) for lib, s in secs.items()
+    }
+    log("  train steps/s   " + _row(out["metrics"]["train_steps_per_s"], "rate"))
+
+    for b in built.values():
+        b.module.eval()
+    n_lp = spec["log_prob_n"]
+    if n_lp is not None:
+        n_lp = QUICK.get(workload, n_lp) if args.quick else n_lp
+        x = torch.randn(n_lp, *shape, generator=gen)
+        tasks = {lib: timing.log_prob_task(b, x) for lib, b in built.items()}
+        secs = timing.interleaved(tasks, repeats, warmup=1, budget_s=args.budget)
+        out["metrics"]["log_prob_points_per_s"] = {
+            lib: n_lp / timing.median(s) for lib, s in secs.items()
+        }
+        out["log_prob_points"] = n_lp
+        log("  log_prob pts/s  " + _row(out["metrics"]["log_prob_points_per_s"], "rate"))
+
+    n_s = spec["sample_n"]
+    sampled = dict(built)
+    if args.quick and workload == "W2":
+        # Peers sample a 784-D MAF with 784 full network passes per layer (tens of seconds).
+        sampled = {k: v for k, v in built.items() if k == "flowscope"}
+        out["skipped"] = "peers' W2 sampling skipped in --quick mode"
+    tasks = {lib: timing.sample_task(b, n_s) for lib, b in sampled.items()}
+    secs = timing.interleaved(tasks, repeats, warmup=1, budget_s=args.budget)
+    if spec["sample_as"] == "rate":
+        out["metrics"]["samples_per_s"] = {lib: n_s / timing.median(s) for lib, s in secs.items()}
+        log("  samples/s       " + _row(out["metrics"]["samples_per_s"], "rate"))
+    else:
+        key = f"seconds_to_sample_{n_s}"
+        out["metrics"][key] = {lib: timing.median(s) for lib, s in secs.items()}
+        log(f"  s to sample {n_s:<4d}" + _row(out["metrics"][key], "seconds"))
+
+    if args.profile:
+        out["profile"] = profile_step(built, batches, spec["steps"])
+    return out
+
+
+def _row(values: dict[str, float], kind: str) -> str:
+    return "  ".join(f"{lib} {fmt(v, kind)}" for lib, v in values.items())
+
+
+def profile_step(built: dict[str, wl.Built], batches: list, steps: int) -> dict:
+    """Where a training step's time goes, for flowscope and every peer (torch.profiler).
+
+    ``kernels``: self time of the matrix/convolution kernels (BLAS, oneDNN: identical work in
+    every library for the same architecture); ``optimizer``: ``Adam.step`` (same optimizer,
+    same parameter count); ``rest``: elementwise kernels, autograd engine, dispatcher and
+    Python -- the only part a library's code controls.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    heavy = {
+        "aten::mm",
+        "aten::addmm",
+        "aten::bmm",
+        "aten::mkldnn_convolution",
+        "aten::convolution_backward",
+        "aten::linalg_solve_triangular",
+    }
+    result = {}
+    for lib, b in built.items():
+        b.module.train()
+        task = timing.train_task(b, batches, steps)
+        task()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                t0 = time.perf_counter()
+                task()
+                wall = time.perf_counter() - t0
+        events = prof.key_averages()
+        kernels = sum(e.self_cpu_time_total for e in events if e.key in heavy) / 1e6
+        optim = sum(e.cpu_time_total for e in events if e.key.startswith("Optimizer.step")) / 1e6
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+        result[lib] = {
+            "step_ms": 1e3 * wall / steps,
+            "kernels_ms": 1e3 * kernels / steps,
+            "optimizer_ms": 1e3 * optim / steps,
+            "rest_ms": 1e3 * (wall - kernels - optim) / steps,
+            "top_ops": [(e.key, round(e.self_cpu_time_total / 1e3 / steps, 3)) for e in top],
+        }
+        r = result[lib]
+        log(
+            f"  profile {lib:10s} step {r['step_ms']:.2f} ms = kernels {r['kernels_ms']:.2f} "
+            f"+ Adam {r['optimizer_ms']:.2f} + rest {r['rest_ms']:.2f}  (with profiler on)"
+        )
+    return result
+
+
+# -------------------------------------------------------------------------------- W4 and W5
+
+
+def quality_run(libs: list[str], args: argparse.Namespace) -> dict:
+    steps = 300 if args.quick else 2000
+    seeds = [0] if args.quick else list(range(args.seeds))
+    log(f"\n[W4] two moons (noise {quality.NOISE}), test NLL after {steps} steps, seeds {seeds}")
+    out: dict = {
+        "steps": steps,
+        "seeds": seeds,
+        "data": f"sklearn make_moons(noise={quality.NOISE}), raw coordinates, "
+        f"{quality.N_TRAIN} train / {quality.N_TEST} test points, batch {quality.BATCH}, "
+        f"Adam lr {quality.LR}",
+        "nll": {},
+        "per_seed": {},
+        "train_seconds": {},
+    }
+    for lib in libs:
+        factory = wl.builder("W4", lib)
+        if factory is None:
+            continue
+        runs = [quality.test_nll(factory, seed, steps) for seed in seeds]
+        nlls = [r["nll"] for r in runs]
+        finite = [v for v in nlls if not math.isnan(v)]
+        out["per_seed"][lib] = nlls
+        out["nll"][lib] = sum(finite) / len(finite) if finite else float("nan")
+        out["train_seconds"][lib] = sum(r["train_seconds"] for r in runs) / len(runs)
+        log(
+            f"  {lib:10s} test NLL {fmt(out['nll'][lib], 'nll')}  per seed "
+            f"{[round(v, 3) for v in nlls]}  ({out['train_seconds'][lib]:.1f} s per run)"
+        )
+    return out
+
+
+def mixture_run(args: argparse.Namespace) -> dict:
+    log("\n[W5] MixtureOfFlows of K RealNVP components (W1's architecture), batch 512")
+    try:
+        from flowscope.mixture import MixtureOfFlows
+    except ImportError as err:
+        log(f"  TODO: flowscope.mixture is not available ({err}); W5 not measured")
+        return {"todo": f"flowscope.mixture not available: {err}"}
+    from flowscope import models
+
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(512, 2, generator=gen) for _ in range(8)]
+    tasks, banks = {}, {}
+    for k in (1, 5, 10):
+        torch.manual_seed(0)
+        mix = MixtureOfFlows((lambda: models.realnvp(2, layers=8, hidden=64, net_layers=2), k))
+        mix.train()
+        banks[k] = type(mix.components).__name__
+        opt = torch.optim.Adam(mix.parameters(), lr=1e-4)
+
+        def run(mix=mix, opt=opt) -> None:
+            for i in range(10):
+                opt.zero_grad(set_to_none=True)
+                mix.loss(batches[i % len(batches)]).backward()
+                opt.step()
+
+        tasks[f"K={k}"] = run
+    repeats = 3 if args.quick else args.repeats
+    secs = timing.interleaved(tasks, repeats, warmup=1, budget_s=args.budget)
+    step_ms = {name: 1e3 * timing.median(s) / 10 for name, s in secs.items()}
+    out = {
+        "step_ms": step_ms,
+        "components": {f"K={k}": v for k, v in banks.items()},
+        "k5_over_k1": step_ms["K=5"] / step_ms["K=1"],
+        "k10_over_k1": step_ms["K=10"] / step_ms["K=1"],
+    }
+    for name, ms in step_ms.items():
+        log(f"  {name:5s} {ms:.2f} ms/step ({1e3 / ms:.1f} steps/s)")
+    return out
+
+
+# ------------------------------------------------------------------------------------ table
+
+
+def table(results: dict) -> str:
+    """Markdown: one row per metric, ratios against the FASTEST peer."""
+    peers = [p for p in wl.PEERS if p in results["libraries"]]
+    head = ["workload", "metric", "flowscope", *peers, "flowscope / fastest peer", "target"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for workload in SPEED:
+        res = results["workloads"].get(workload)
+        if not res:
+            continue
+        for metric, values in res["metrics"].items():
+            seconds = metric.startswith("seconds")
+            kind = "seconds" if seconds else "rate"
+            peer_vals = {p: values[p] for p in peers if p in values}
+            fs = values.get("flowscope")
+            if peer_vals and fs:
+                best = min(peer_vals.values()) if seconds else max(peer_vals.values())
+                ratio = best / fs if seconds else fs / best
+                ratio_s = f"**{ratio:.2f}x**"
+            else:
+                ratio, ratio_s = None, "n/a"
+            short = metric.split("_")[0]
+            target = TARGETS["sample_W2"] if (workload == "W2" and seconds) else TARGETS.get(
+                "sample" if seconds or short == "samples" else short, 1.5
+            )
+            met = "" if ratio is None else (" met" if ratio >= target else " missed")
+            cells = [fmt(values.get(p), kind) for p in peers]
+            lines.append(
+                f"| {workload} | {metric} | {fmt(fs, kind)} | "
+                + " | ".join(cells)
+                + f" | {ratio_s} | >= {target:g}x{met} |"
+            )
+    q = results["workloads"].get("W4")
+    if q:
+        peer_nll = {p: q["nll"][p] for p in peers if p in q["nll"] and not math.isnan(q["nll"][p])}
+        fs = q["nll"].get("flowscope")
+        cells = [fmt(q["nll"].get(p), "nll") for p in peers]
+        if peer_nll and fs is not None:
+            gap = fs - min(peer_nll.values())
+            verdict = "met" if gap <= NLL_MARGIN else "missed"
+            gap_s = f"**{gap:+.3f} nats** vs best peer"
+        else:
+            gap_s, verdict = "n/a", ""
+        lines.append(
+            f"| W4 | test NLL (nats, lower is better) | {fmt(fs, 'nll')} | "
+            + " | ".join(cells)
+            + f" | {gap_s} | <= +{NLL_MARGIN} {verdict} |"
+        )
+    m = results["workloads"].get("W5")
+    if m and "step_ms" in m:
+        steps = ", ".join(f"{k}: {v:.1f} ms" for k, v in m["step_ms"].items())
+        verdict = "met" if m["k5_over_k1"] <= W5_TARGET else "missed"
+        lines.append(
+            f"| W5 | MixtureOfFlows step time ({steps}) | K=5 / K=1 = {m['k5_over_k1']:.2f} | "
+            + " | ".join("n/a" for _ in peers)
+            + f" | (no peer has mixtures) | <= {W5_TARGET:g} {verdict} |"
+        )
+    elif m:
+        lines.append(f"| W5 | TODO | {m.get('todo')} |" + " |" * (len(head) - 3))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workloads", default=",".join(ALL), help="comma list of " + ",".join(ALL))
+    parser.add_argument("--libs", default=",".join(wl.LIBRARIES), help="libraries to compare")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: fewer/smaller repeats")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per metric")
+    parser.add_argument("--seeds", type=int, default=3, help="W4 seeds (default 3)")
+    parser.add_argument("--budget", type=float, default=40.0, help="max timed s per lib/metric")
+    parser.add_argument("--profile", action="store_true", help="profile one training window")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/)")
+    args = parser.parse_args(argv)
+
+    chosen = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = sorted(set(chosen) - set(ALL))
+    if unknown:
+        parser.error(f"--workloads: unknown {unknown}; choose from {','.join(ALL)}")
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(args.threads)
+    except RuntimeError:
+        pass
+    warnings.filterwarnings("ignore", category=UserWarning)  # peers' deprecation chatter
+
+    libs = [lib for lib in args.libs.split(",") if lib]
+    missing = [lib for lib in libs if not wl.available(lib)]
+    libs = [lib for lib in libs if lib not in missing]
+    started = time.perf_counter()
+    results: dict = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
+        "threads": torch.get_num_threads(),
+        "quick": args.quick,
+        "machine": machine(),
+        "load_before": load(),
+        "versions": {lib: wl.version(lib) for lib in ("torch", *libs)},
+        "libraries": libs,
+        "missing": missing,
+        "workloads": {},
+    }
+    log(f"flowscope benchmark  threads={results['threads']}  load={results['load_before']}")
+    log(f"  {results['machine']['cpu']}, {results['machine']['cores']} cores")
+    log("  versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()))
+    if missing:
+        log(f"  not installed (pip install '.[bench]'): {', '.join(missing)}")
+
+    for workload in chosen:
+        if workload in SPEED:
+            results["workloads"][workload] = speed(workload, libs, args)
+        elif workload == "W4":
+            results["workloads"]["W4"] = quality_run(libs, args)
+        elif workload == "W5":
+            results["workloads"]["W5"] = mixture_run(args)
+
+    results["load_after"] = load()
+    results["wall_seconds"] = time.perf_counter() - started
+    results["table"] = table(results)
+    log("\n" + results["table"])
+    log(
+        f"\nwall {results['wall_seconds']:.0f} s, load before {results['load_before']} "
+        f"after {results['load_after']}"
+    )
+
+    out = Path(args.out) if args.out else HERE / "results" / (
+        f"bench-{dt.datetime.now():%Y%m%d-%H%M%S}{'-quick' if args.quick else ''}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    log(f"results: {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
