@@ -11,15 +11,29 @@ $(BIN)/flowscope: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev,mnist,faces]"
+	$(BIN)/pip install -q -e ".[dev,mnist]"
 	touch $(BIN)/flowscope
+
+# Debian packages used by the tests and experiments: Fashion-MNIST's IDX files and headless
+# Chromium (the report's browser test). Skipped where apt-get is absent or not root; the tests
+# that need them then skip with a reason.
+system-deps:
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  missing=""; \
+	  [ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "warning: could not install$$missing; the tests that need them will skip"; \
+	  fi; \
+	fi
 
 setup: $(BIN)/flowscope
 
-demo: setup
+demo: setup system-deps
 	$(BIN)/flowscope demo
 
-test: setup
+test: setup system-deps
 	$(BIN)/python -m pytest
 
-.PHONY: setup demo test
+.PHONY: setup system-deps demo test

@@ -189,7 +189,13 @@ def test_tiny_mixture_separates_two_far_apart_gaussians():
         (lambda: models.realnvp(2, layers=2, hidden=8, net_layers=1), 2), posterior_hidden=16
     )
     Trainer(
-        m, x, steps=300, batch_size=128, lr=1e-2, weight_decay=0.0, schedule="constant",
+        m,
+        x,
+        steps=300,
+        batch_size=128,
+        lr=1e-2,
+        weight_decay=0.0,
+        schedule="constant",
         progress=False,
     ).fit()
     m.eval()
@@ -212,8 +218,14 @@ def test_semi_supervised_cross_entropy_goes_down():
 
     before = cross_entropy()
     Trainer(
-        objective, (x, y), steps=60, batch_size=32, lr=1e-2, weight_decay=0.0,
-        schedule="constant", progress=False,
+        objective,
+        (x, y),
+        steps=60,
+        batch_size=32,
+        lr=1e-2,
+        weight_decay=0.0,
+        schedule="constant",
+        progress=False,
     ).fit()
     after = cross_entropy()
     assert after < 0.5 * before  # the seed's sign error would have pushed it UP

@@ -26,7 +26,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_event_shape, check_finite, check_positive
@@ -70,7 +69,10 @@ def elbo(log_pk: Tensor, log_q: Tensor, log_pi: Tensor) -> Tensor:
 
 
 def mixture_log_prob(log_pk: Tensor, log_pi: Tensor) -> Tensor:
-    """Exact ``log p(x) = logsumexp_k (log pi_k + log p_k(x))``: ``(batch, K), (K,) -> (batch,)``."""
+    """Exact mixture density ``log p(x) = logsumexp_k (log pi_k + log p_k(x))``.
+
+    Shapes: ``log_pk (batch, K)``, ``log_pi (K,)`` -> ``(batch,)``.
+    """
     return torch.logsumexp(log_pk + log_pi, dim=-1)
 
 
@@ -111,10 +113,15 @@ def consistency_penalty(log_q: Tensor, log_q_perturbed: Tensor) -> Tensor:
 
 def check_labels(name: str, labels: Tensor, k: int, allow_unlabeled: bool = False) -> None:
     """Raise unless ``labels`` are integers in ``0 .. k-1`` (``-1`` = unlabeled when allowed)."""
-    if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype in (
-        torch.bool,
-        torch.complex64,
-        torch.complex128,
+    if (
+        not isinstance(labels, Tensor)
+        or labels.dtype.is_floating_point
+        or labels.dtype
+        in (
+            torch.bool,
+            torch.complex64,
+            torch.complex128,
+        )
     ):
         got = f"{labels.dtype} tensor" if isinstance(labels, Tensor) else type(labels).__name__
         raise ValueError(f"{name}: expected an integer tensor of component indices, got a {got}")
@@ -154,6 +161,12 @@ def semi_supervised_dataset(
 
 
 # ----------------------------------------------------------------------------- the model
+
+
+def _nonnegative(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def _count(name: str, value: object, minimum: int) -> int:
@@ -232,18 +245,13 @@ class MixtureOfFlows(nn.Module):
         self.num_components = k = len(flows)
         self.shape = self.components.shape
         check_positive("temperature", temperature)
-        if not (isinstance(temperature_rate, (int, float)) and 0 <= temperature_rate < math.inf):
-            raise ValueError(f"temperature_rate: expected a finite number >= 0, got {temperature_rate!r}")
-        if not (isinstance(temperature_min, (int, float)) and 0 <= temperature_min < math.inf):
-            raise ValueError(f"temperature_min: expected a finite number >= 0, got {temperature_min!r}")
         self.temperature0 = float(temperature)
-        self.temperature_rate = float(temperature_rate)
-        self.temperature_min = float(temperature_min)
+        self.temperature_rate = _nonnegative("temperature_rate", temperature_rate)
+        self.temperature_min = _nonnegative("temperature_min", temperature_min)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        if not (isinstance(consistency, (int, float)) and 0 <= consistency < math.inf):
-            raise ValueError(f"consistency: expected a finite number >= 0, got {consistency!r}")
+        self.consistency = _nonnegative("consistency", consistency)
         check_positive("consistency_noise", consistency_noise)
-        self.consistency, self.consistency_noise = float(consistency), float(consistency_noise)
+        self.consistency_noise = float(consistency_noise)
 
         log_w = self._log_weights(weights, k)
         if learn_weights:
@@ -288,9 +296,8 @@ class MixtureOfFlows(nn.Module):
             return torch.full((k,), -math.log(k))
         w = torch.as_tensor(weights, dtype=torch.float32)
         if w.shape != (k,) or not torch.isfinite(w).all() or (w <= 0).any():
-            raise ValueError(
-                f"weights: expected {k} finite positive numbers, got {w.tolist() if w.dim() <= 1 else tuple(w.shape)}"
-            )
+            got = w.tolist() if w.dim() <= 1 else f"shape {tuple(w.shape)}"
+            raise ValueError(f"weights: expected {k} finite positive numbers, got {got}")
         return (w / w.sum()).log()
 
     def _check_posterior(self) -> None:

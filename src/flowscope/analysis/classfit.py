@@ -107,7 +107,7 @@ def as_labels(name: str, y: Any, n: int) -> Tensor:
     return t
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DiagonalGaussianFit:
     """``N(mean, diag(1 / precision))`` plus the Normal-Gamma posterior it was read from.
 
@@ -144,7 +144,7 @@ class DiagonalGaussianFit:
         return d
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class StudentTFit:
     """Independent Student-t per dimension: ``loc (D,)``, ``scale (D,)``, ``df`` (``()`` when
     shared by all dimensions, ``(D,)`` otherwise), fitted by maximum likelihood.
@@ -273,7 +273,7 @@ def _t_log_prob(u: Tensor, loc: Tensor, scale: Tensor, df: Tensor) -> Tensor:
     return norm - scale.log() - 0.5 * (df + 1) * torch.log1p(z2 / df)
 
 
-def _best_df(z2: Tensor, shared: bool, lo: float, hi: float, steps: int = 40) -> Tensor:
+def _best_df(z2: Tensor, shared: bool, lo: float, hi: float, steps: int = 36) -> Tensor:
     """``argmax_v`` of the observed t log-likelihood at fixed standardized residuals ``z2``
     (golden-section search on ``log v`` in ``[lo, hi]``; all dimensions at once when not shared).
 
@@ -449,7 +449,8 @@ def sample_from_fit(
         eps = torch.randn(n, d, dtype=_F64)
         if isinstance(fit, StudentTFit):
             half = (fit.df.cpu() / 2).expand(n, d)
-            eps = eps * torch._standard_gamma(half).div(half).clamp_min(1e-300).rsqrt()
+            g = torch.distributions.Gamma(half, half, validate_args=False).sample()
+            eps = eps * g.clamp_min(1e-300).rsqrt()
     u = center + temperature * spread * eps.to(center.device)
     return u.to(dtype), fit.log_prob(u)
 
@@ -522,7 +523,11 @@ def _gmm2(x: Tensor, max_iter: int, tol: float) -> tuple[Tensor, Tensor]:
 
 
 def multimodality_per_dim(
-    x: Any, basis: Literal["pca", "axes"] = "pca", max_iter: int = 500, tol: float = 1e-9
+    x: Any,
+    basis: Literal["pca", "axes"] = "pca",
+    max_dims: int | None = None,
+    max_iter: int = 300,
+    tol: float = 1e-9,
 ) -> Tensor:
     """Per-axis evidence of several modes, in nats per example: ``(N, D) -> (D,)`` float64.
 
@@ -544,14 +549,24 @@ def multimodality_per_dim(
     axis.  Known limits: marginals that are bounded and flat (uniform) or strongly skewed
     (exponential) can read as bimodal on the coordinate axes (2-mixtures fit them better than any
     t); mixing into principal axes removes this when D is not tiny.
+
+    Args:
+        x: data ``(N, D)``, ``N >= 4``.  Memory is O(N D) float64 (a few copies).
+        basis: ``"pca"`` (default) or ``"axes"``.
+        max_dims: with ``"pca"``, keep only the leading ``max_dims`` principal axes (for image
+            latents, where the between-cluster directions carry the most variance).
+
+    Returns ``(D,)`` (``(min(N, D),)`` or ``(max_dims,)`` in the PCA basis).
     """
     x = as_matrix("x", x, min_rows=4)
     if basis not in ("pca", "axes"):
         raise ValueError(f"basis: expected 'pca' or 'axes', got {basis!r}")
+    if max_dims is not None and (not isinstance(max_dims, int) or max_dims < 1 or basis != "pca"):
+        raise ValueError(f"max_dims: expected an int >= 1 with basis='pca', got {max_dims!r}")
     n = x.shape[0]
     if basis == "pca":
         xc = x - x.mean(0)
-        x = xc @ torch.linalg.svd(xc, full_matrices=False).Vh.T
+        x = xc @ torch.linalg.svd(xc, full_matrices=False).Vh[:max_dims].T
     log_mix, bimodal = _gmm2(x, max_iter, tol)
     log_t = student_t_fit(x, shared_df=False, max_iter=max_iter, tol=tol).log_prob_per_dim(x)
     gain = (log_mix - log_t).mean(0) - (5 - 3) * math.log(n) / (2 * n)

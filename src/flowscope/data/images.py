@@ -15,9 +15,12 @@ Where the data come from:
 ``synthfaces``            a generator of faces with known attributes (``synthfaces.py``)
 ========================  ===============================================================
 
-Continuous models see images through :meth:`ImageDataset.dequantize` (uniform dequantization,
-``y = (x + u) / levels`` with ``u ~ U[0, 1)^D``; Theis et al. 2016, "A note on the evaluation of
-generative models", arXiv:1511.01844, section 3.1) and report :func:`bits_per_dim`.
+The image flows of ``flowscope.models`` take the integer levels as they are (``images.float()``)
+and dequantize inside the flow, with ``levels`` as their number of quanta; bits/dim is then
+``flowscope.metrics.bits_per_dim``. For other consumers :meth:`ImageDataset.dequantize` gives
+``y = (x + u) / levels``, ``u ~ U[0, 1)^D`` ("A note on the evaluation of generative models",
+Theis et al. 2016, arXiv:1511.01844, section 3.1) and :meth:`ImageDataset.to_float` the bin
+centres.
 
 Splits. Where the source has no validation split (digits, mnist5k, the IDX sets), ``val`` is
 carved out of ``train`` only when asked, with ``val_fraction > 0``; ``train`` is then the rest,
@@ -43,7 +46,6 @@ __all__ = [
     "load",
     "digits",
     "mnist5k",
-    "bits_per_dim",
     "check_split",
     "split_indices",
 ]
@@ -122,8 +124,8 @@ class ImageDataset:
         self, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
     ) -> Tensor:
         """Uniform dequantization ``(x + u) / levels``, ``u ~ U[0, 1)``, in [0, 1), shape
-        ``(N, C, H, W)``. A density on these values bounds the discrete likelihood (Theis et al.
-        2016, arXiv:1511.01844, eq. 9); see :func:`bits_per_dim`."""
+        ``(N, C, H, W)``. A density ``p(y)`` on these values gives the discrete bound
+        ``log P(x) >= E_u log p(y) - D log(levels)`` (Theis et al. 2016, arXiv:1511.01844)."""
         u = torch.rand(self.images.shape, generator=generator, dtype=dtype)
         return (self.images.to(dtype) + u) / self.levels
 
@@ -144,29 +146,6 @@ class ImageDataset:
             labels=None if self.labels is None else self.labels[index],
             attributes=None if self.attributes is None else self.attributes[index],
         )
-
-
-def bits_per_dim(log_prob: Tensor | float, num_dims: int, levels: int = 256) -> Tensor:
-    """Bits per dimension of the data from a log-density of its dequantized version.
-
-    With ``y = (x + u) / levels`` in [0, 1)^D, a density ``p(y)`` gives the discrete bound
-    ``log P(x) >= E_u[log p(y)] - D log(levels)`` (Theis et al. 2016, arXiv:1511.01844, eq. 9),
-    so ``bpd = (-log p(y) / D + log(levels)) / log 2`` (an upper bound on the true bits/dim).
-
-    Args:
-        log_prob: ``(batch,)`` (or scalar) natural-log density of ``y`` in [0, 1)^D.
-        num_dims: ``D``.
-        levels: quantization levels of ``x`` (256 for 8-bit images, 17 for digits).
-
-    Returns:
-        Tensor of the same shape as ``log_prob``.
-    """
-    if not isinstance(num_dims, int) or num_dims < 1:
-        raise ValueError(f"num_dims: expected a positive int, got {num_dims!r}")
-    if not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels: expected an int >= 2, got {levels!r}")
-    lp = torch.as_tensor(log_prob, dtype=torch.float64 if not torch.is_tensor(log_prob) else None)
-    return (-lp / num_dims + math.log(levels)) / math.log(2.0)
 
 
 def check_split(split: str) -> str:

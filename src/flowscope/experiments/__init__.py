@@ -15,6 +15,10 @@ __all__ = ["EXPERIMENTS", "get"]
 EXPERIMENTS: dict[str, str] = {
     "layers": "flowscope.experiments.layers",
     "toy-gap": "flowscope.experiments.toy_gap",
+    "vmonf-pinwheel": "flowscope.experiments.vmonf_pinwheel",
+    "vmonf-circles": "flowscope.experiments.vmonf_circles",
+    "vmonf-circles-semi": "flowscope.experiments.vmonf_circles_semi",
+    "vmonf-mnist": "flowscope.experiments.vmonf_mnist",
     "energies": "flowscope.experiments.energies",
 }
 

@@ -22,12 +22,13 @@ the other direction has to produce the coordinates one at a time (``D`` passes).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_context, check_event_shape, check_finite
+from .._checks import _tracing, check_context, check_event_shape, check_finite
 from .base import Inverse, Transform
 from .transformers import Transformer
 
@@ -78,16 +79,51 @@ def _hidden_degrees(width: int, features: int, conditional: bool) -> Tensor:
 
 
 class _MaskedLinear(nn.Linear):
-    """``y = x (W * M)^T + b`` with a fixed boolean connectivity mask ``M`` (a buffer)."""
+    """``y = x (W * M)^T + b`` with a fixed boolean connectivity mask ``M`` (a buffer).
+
+    Speed: ``M`` is also kept in the weight's dtype (``float * bool`` converts the bool tensor
+    at every call, several times the cost of ``float * float``), and in eval mode, when no graph
+    is recorded, ``W * M`` is computed once and cached, keyed on the weight's version counter,
+    storage and dtype (an optimizer step, ``load_state_dict`` or ``.to(...)`` invalidates it;
+    ``train()``/``eval()`` clear it).
+    """
 
     def __init__(self, mask: Tensor) -> None:
         super().__init__(mask.shape[1], mask.shape[0])
         self.register_buffer("mask", mask.bool())
+        # Derived from `mask`: out of the state dict, refreshed when a state dict is loaded.
+        self.register_buffer("mask_value", mask.to(self.weight.dtype), persistent=False)
+        self._cache: tuple[tuple, Tensor] | None = None
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        with torch.no_grad():
+            self.mask_value.copy_(self.mask)
 
     def masked_weight(self) -> Tensor:
         # Multiplying (rather than zeroing the weights once) keeps the autoregressive property
         # whatever an optimizer or weight decay does to the masked-out entries.
-        return self.weight * self.mask
+        w = self.weight
+        if self.training or (torch.is_grad_enabled() and w.requires_grad) or _tracing(w):
+            return w * self.mask_value
+        # A cache filled under inference_mode holds inference tensors, which autograd cannot
+        # save (a frozen model differentiated w.r.t. its input): the mode is part of the key.
+        key = (
+            torch.is_inference_mode_enabled(),
+            w._version,
+            w.data_ptr(),
+            w.dtype,
+            w.device,
+            self.mask_value._version,
+        )
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, w * self.mask_value)
+        return self._cache[1]
+
+    def train(self, mode: bool = True) -> _MaskedLinear:
+        self._cache = None
+        return super().train(mode)
 
     def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
         return F.linear(x, self.masked_weight() if weight is None else weight, self.bias)

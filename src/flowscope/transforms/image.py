@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_event_shape
+from .._checks import _tracing, check_event_shape
 from .base import Compose, Transform
 from .coupling import Coupling, alternating_mask
 from .normalization import ActNorm
@@ -224,8 +224,10 @@ class InvertibleConv1x1(Transform):
 
     def _weights(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(W, W^{-1}, log|det W|)``, cached in eval mode when no graph is recorded."""
-        if self.training or (
-            torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        if (
+            self.training
+            or (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
+            or _tracing(next(self.parameters()))  # compiled or vmapped: no storage to key on
         ):
             return self._assemble()
         tensors = list(self.parameters()) + [b for b in self.buffers() if b is not None]

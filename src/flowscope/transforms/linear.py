@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_event_shape
+from .._checks import _tracing, check_event_shape
 from .base import Transform
 
 __all__ = ["LULinear", "Permutation", "ReversePermutation", "RandomPermutation"]
@@ -134,8 +134,10 @@ class LULinear(Transform):
 
     def _cached(self) -> tuple[Tensor, Tensor] | None:
         """``(W, W^{-T})`` when the cache may be used (eval mode, no graph to record), else None."""
-        if self.training or (
-            torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        if (
+            self.training
+            or (torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()))
+            or _tracing(self.log_s)  # compiled or vmapped: no storage to key a cache on
         ):
             return None
         key = self._cache_key()
