@@ -178,10 +178,7 @@ def speed(workload: str, libs: list[str], args: argparse.Namespace) -> dict:
     for b in built.values():
         b.module.train()
     tasks = {lib: timing.train_task(b, batches, spec["steps"]) for lib, b in built.items()}
-    secs = timing.interleaved(tasks, repeats, warmup=2, budget_s=args.budget)
-    out["metrics"]["train_steps_per_s"] = {
-        lib: spec["steps"] / timing.median(s) for lib, s in secs.items()
-    }
+    _measure(out, "train_steps_per_s", tasks, repeats, 2, args, lambda s: spec["steps"] / s)
     log("  train steps/s   " + _row(out["metrics"]["train_steps_per_s"], "rate"))
 
     for b in built.values():
@@ -191,10 +188,7 @@ def speed(workload: str, libs: list[str], args: argparse.Namespace) -> dict:
         n_lp = QUICK.get(workload, n_lp) if args.quick else n_lp
         x = torch.randn(n_lp, *shape, generator=gen)
         tasks = {lib: timing.log_prob_task(b, x) for lib, b in built.items()}
-        secs = timing.interleaved(tasks, repeats, warmup=1, budget_s=args.budget)
-        out["metrics"]["log_prob_points_per_s"] = {
-            lib: n_lp / timing.median(s) for lib, s in secs.items()
-        }
+        _measure(out, "log_prob_points_per_s", tasks, repeats, 1, args, lambda s: n_lp / s)
         out["log_prob_points"] = n_lp
         log("  log_prob pts/s  " + _row(out["metrics"]["log_prob_points_per_s"], "rate"))
 
@@ -205,18 +199,35 @@ def speed(workload: str, libs: list[str], args: argparse.Namespace) -> dict:
         sampled = {k: v for k, v in built.items() if k == "flowscope"}
         out["skipped"] = "peers' W2 sampling skipped in --quick mode"
     tasks = {lib: timing.sample_task(b, n_s) for lib, b in sampled.items()}
-    secs = timing.interleaved(tasks, repeats, warmup=1, budget_s=args.budget)
     if spec["sample_as"] == "rate":
-        out["metrics"]["samples_per_s"] = {lib: n_s / timing.median(s) for lib, s in secs.items()}
+        _measure(out, "samples_per_s", tasks, repeats, 1, args, lambda s: n_s / s)
         log("  samples/s       " + _row(out["metrics"]["samples_per_s"], "rate"))
     else:
         key = f"seconds_to_sample_{n_s}"
-        out["metrics"][key] = {lib: timing.median(s) for lib, s in secs.items()}
+        _measure(out, key, tasks, repeats, 1, args, lambda s: s)
         log(f"  s to sample {n_s:<4d}" + _row(out["metrics"][key], "seconds"))
 
     if args.profile:
         out["profile"] = profile_step(built, batches, spec["steps"])
     return out
+
+
+def _measure(
+    out: dict, metric: str, tasks: dict, repeats: int, warmup: int, args: argparse.Namespace, value
+) -> None:
+    """Time ``tasks`` interleaved; store ``value(median seconds)`` per library for both clocks.
+
+    ``out["metrics"]`` holds the clock chosen by ``--clock``; ``metrics_wall``/``metrics_cpu``
+    both, and ``seconds`` every timed call.
+    """
+    raw: dict = {}
+    timing.interleaved(tasks, repeats, warmup=warmup, budget_s=args.budget, cpu_out=raw)
+    for clock in ("wall", "cpu"):
+        out.setdefault(f"metrics_{clock}", {})[metric] = {
+            lib: value(timing.median(r[clock])) for lib, r in raw.items()
+        }
+    out.setdefault("seconds", {})[metric] = raw
+    out["metrics"][metric] = out[f"metrics_{args.clock}"][metric]
 
 
 def _row(values: dict[str, float], kind: str) -> str:
@@ -334,6 +345,7 @@ def mixture_run(args: argparse.Namespace) -> dict:
     repeats = 3 if args.quick else args.repeats
     secs = timing.interleaved(tasks, repeats, warmup=1, budget_s=args.budget)
     step_ms = {name: 1e3 * timing.median(s) / 10 for name, s in secs.items()}
+    # (the clock chosen by --clock)
     out = {
         "step_ms": step_ms,
         "components": {f"K={k}": v for k, v in banks.items()},
@@ -422,6 +434,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=3, help="W4 seeds (default 3)")
     parser.add_argument("--budget", type=float, default=40.0, help="max timed s per lib/metric")
     parser.add_argument("--profile", action="store_true", help="profile one training window")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="clock of the table: wall time, or this process's CPU time (steadier on a loaded "
+        "machine with --threads 1); the JSON holds both",
+    )
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args(argv)
 
@@ -429,6 +448,7 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = sorted(set(chosen) - set(ALL))
     if unknown:
         parser.error(f"--workloads: unknown {unknown}; choose from {','.join(ALL)}")
+    timing.CLOCK["name"] = args.clock
     torch.set_num_threads(args.threads)
     try:
         torch.set_num_interop_threads(args.threads)
@@ -444,6 +464,7 @@ def main(argv: list[str] | None = None) -> dict:
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
         "threads": torch.get_num_threads(),
+        "clock": args.clock,
         "quick": args.quick,
         "machine": machine(),
         "load_before": load(),
@@ -452,7 +473,10 @@ def main(argv: list[str] | None = None) -> dict:
         "missing": missing,
         "workloads": {},
     }
-    log(f"flowscope benchmark  threads={results['threads']}  load={results['load_before']}")
+    log(
+        f"flowscope benchmark  threads={results['threads']}  clock={args.clock}  "
+        f"load={results['load_before']}"
+    )
     log(f"  {results['machine']['cpu']}, {results['machine']['cores']} cores")
     log("  versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()))
     if missing:

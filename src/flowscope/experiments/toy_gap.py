@@ -34,7 +34,7 @@ def run(
 ) -> dict[str, float]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = steps or (200 if quick else 8000)
+    steps = steps or (200 if quick else 7000)
     datasets = DATASETS[:2] if quick else DATASETS
     config = {
         "experiment": NAME,

@@ -226,11 +226,14 @@ class MADE(nn.Module):
         check_context("context", context, self.context_features, x.shape[0])
         if weights is None:
             weights = self.masked_weights()
-        h = self.layers[0](x, weights[0])
+        # Functional calls (no module-call machinery per layer) and, for ReLU, the activation
+        # applied in place to the fresh pre-activation (ReLU's backward needs only its result).
+        h = F.linear(x, weights[0], self.layers[0].bias)
         if self.context_layer is not None:
             h = h + self.context_layer(context)
+        relu = type(self.activation) is nn.ReLU
         for layer, w in zip(self.layers[1:], weights[1:]):
-            h = layer(self.activation(h), w)
+            h = F.linear(torch.relu_(h) if relu else self.activation(h), w, layer.bias)
         return h.reshape(x.shape[0], self.features, self.params_per_dim)
 
 
