@@ -17,6 +17,7 @@ import pytest
 import torch
 from cases import Case, all_cases
 
+import flowscope.models as M
 import flowscope.transforms as T
 
 CASES = all_cases()
@@ -111,3 +112,10 @@ def test_every_exported_transform_has_a_case() -> None:
     }
     missing = sorted(c.__name__ for c in exported - covered - {T.Transform})
     assert not missing, f"exported transforms with no property-test case: {missing}"
+
+
+def test_every_constructor_has_a_case() -> None:
+    covered = {obj for case in CASES for obj in case.covers}
+    constructors = {getattr(M, name) for name in M.__all__ if name != "make_base"}
+    missing = sorted(f.__name__ for f in constructors - covered)
+    assert not missing, f"model constructors with no property-test case: {missing}"

@@ -176,7 +176,7 @@ CASES: list[Case] = [
             ).transform
         ),
         (1, 4, 4),
-        (MultiScale, UniformDequantization),
+        (MultiScale, UniformDequantization, glow),
         sample=integers(17),
     ),
     Case(
@@ -205,7 +205,7 @@ CASES: list[Case] = [
             ).transform
         ),
         (1, 4, 4),
-        (MultiScale, UniformDequantization),
+        (MultiScale, UniformDequantization, realnvp_image),
         sample=integers(17),
     ),
 ]

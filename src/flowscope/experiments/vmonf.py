@@ -314,7 +314,13 @@ def fit_baseline(cfg: VMoNFConfig, split: Split, params: int, seed: int) -> tupl
     def count(h: int) -> int:
         return sum(p.numel() for p in _flow(cfg, split.num_dims, h).parameters())
 
-    hidden = min(range(1, 4096), key=lambda h: abs(count(h) - params))
+    low, high = 1, 2
+    while count(high) < params:  # the count grows with the width: bracket, then bisect
+        low, high = high, 2 * high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if count(mid) < params else (low, mid)
+    hidden = min((low, high), key=lambda h: abs(count(h) - params))
     torch.manual_seed(1000 * seed + 5)
     flow = _flow(cfg, split.num_dims, hidden)
     _trainer(flow, split.x_train, cfg, cfg.steps, cfg.batch_size, seed).fit()

@@ -1,0 +1,96 @@
+"""Cases for the vector constructors of flowscope.models: their whole transform, small sizes.
+
+``planar`` and ``radial`` build ``Flow(Inverse(Compose(...)))`` so that sampling uses the closed
+form; the case checks the inner stack (closed form in ``forward``), and for planar that its
+``inverse`` raises.
+"""
+
+from flowscope import models
+
+from . import Case
+
+
+def _transform(build, **kw):
+    return lambda: build(**kw).transform
+
+
+CASES: list[Case] = [
+    Case(
+        "model-nice-4",
+        _transform(models.nice, features=4, layers=3, hidden=8),
+        (4,),
+        (models.nice,),
+    ),
+    Case(
+        "model-realnvp-3",
+        _transform(models.realnvp, features=3, layers=3, hidden=8),
+        (3,),
+        (models.realnvp,),
+    ),
+    Case(
+        "model-realnvp-bn-ctx",
+        _transform(
+            models.realnvp, features=3, layers=2, hidden=8, batch_norm=True, context_features=2
+        ),
+        (3,),
+        (models.realnvp,),
+        context=2,
+    ),
+    Case(
+        "model-maf-3", _transform(models.maf, features=3, layers=2, hidden=8), (3,), (models.maf,)
+    ),
+    Case(
+        "model-maf-ctx",
+        _transform(models.maf, features=3, layers=2, hidden=8, context_features=2),
+        (3,),
+        (models.maf,),
+        context=2,
+    ),
+    Case(
+        "model-iaf-3", _transform(models.iaf, features=3, layers=2, hidden=8), (3,), (models.iaf,)
+    ),
+    Case(
+        "model-nsf-coupling-ctx",
+        _transform(
+            models.nsf, features=3, layers=2, hidden=8, bins=4, bound=2.0, context_features=2
+        ),
+        (3,),
+        (models.nsf,),
+        context=2,
+    ),
+    Case(
+        "model-nsf-autoregressive",
+        _transform(
+            models.nsf, features=3, layers=2, hidden=8, bins=4, bound=2.0, autoregressive=True
+        ),
+        (3,),
+        (models.nsf,),
+    ),
+    Case(
+        "model-nice-ctx",
+        _transform(models.nice, features=4, layers=2, hidden=8, context_features=2),
+        (4,),
+        (models.nice,),
+        context=2,
+    ),
+    Case(
+        "model-iaf-ctx",
+        _transform(models.iaf, features=3, layers=2, hidden=8, context_features=2),
+        (3,),
+        (models.iaf,),
+        context=2,
+    ),
+    Case(
+        "model-planar-3",
+        lambda: models.planar(3, layers=3).transform.transform,
+        (3,),
+        (models.planar,),
+        inverse=False,
+    ),
+    Case(
+        "model-radial-3",
+        lambda: models.radial(3, layers=3).transform.transform,
+        (3,),
+        (models.radial,),
+    ),
+]
