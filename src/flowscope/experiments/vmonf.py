@@ -102,20 +102,11 @@ CONFIGS: dict[str, VMoNFConfig] = {
     # Seed 001 section 5.1.1 (8 blocks 1x8, Adam 1e-3, batch 512) with more data and steps, a
     # larger posterior, a consistency penalty and restarts: see docs/vmonf.md for why.
     "vmonf-pinwheel": VMoNFConfig(
-        name="vmonf-pinwheel",
-        data="pinwheel",
-        k=5,
-        n_train=10_000,
-        flow_hidden=16,
-        posterior_hidden=64,
-        steps=4000,
-        temperature_min=0.05,
-        consistency=3.0,
-        restarts=3,
-        screen_steps=1500,
-        baseline=True,
+        name="vmonf-pinwheel", data="pinwheel", k=5, n_train=10_000, posterior_hidden=64,
+        steps=4000, temperature_min=0.05, consistency=10.0, consistency_noise=0.1,
+        restarts=3, screen_steps=1500, baseline=True,
         quick={"n_train": 2048, "n_test": 1000, "steps": 60, "screen_steps": 30, "restarts": 2},
-    ),
+    ),  # fmt: skip
     # Section 5.1.2: 512 per class, batch 128, 500 epochs (4000 steps), 10 blocks 1x8, 2x16.
     "vmonf-circles": VMoNFConfig(
         name="vmonf-circles",
