@@ -8,6 +8,8 @@ whose every conditioner network sees the context.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from .distributions import DiagonalNormal, Distribution, Logistic, StandardNormal
@@ -78,6 +80,11 @@ def make_base(base: str | Distribution, features: int) -> Distribution:
     return choices[base](features)
 
 
+def _stack(layers: int, block: Callable[[int], list[Transform]]) -> Compose:
+    """``Compose`` of ``block(0) + block(1) + ... + block(layers - 1)``."""
+    return Compose(*[t for i in range(layers) for t in block(i)])
+
+
 def nice(
     features: int,
     layers: int = 4,
@@ -127,20 +134,18 @@ def realnvp(
     """
     _positive("features", features, 2)
     _positive("layers", layers)
-    steps: list[Transform] = []
-    for i in range(layers):
-        steps.append(
-            affine_coupling(
-                half_mask(features, flip=i % 2 == 1),
-                clamp=clamp,
-                hidden=hidden,
-                layers=net_layers,
-                context_features=context_features,
-            )
+
+    def block(i: int) -> list[Transform]:
+        coupling = affine_coupling(
+            half_mask(features, flip=i % 2 == 1),
+            clamp=clamp,
+            hidden=hidden,
+            layers=net_layers,
+            context_features=context_features,
         )
-        if batch_norm:
-            steps.append(BatchNorm(features))
-    return Flow(Compose(*steps), make_base(base, features))
+        return [coupling, BatchNorm(features)] if batch_norm else [coupling]
+
+    return Flow(_stack(layers, block), make_base(base, features))
 
 
 def _autoregressive(
@@ -156,12 +161,11 @@ def _autoregressive(
 ) -> Flow:
     _positive("features", features, 1)
     _positive("layers", layers)
-    steps: list[Transform] = []
-    for i in range(layers):
-        if i > 0:
-            # The MAF paper reverses the variable order between layers (section 3.2).
-            steps.append(ReversePermutation(features))
-        steps.append(
+
+    def block(i: int) -> list[Transform]:
+        # The MAF paper reverses the variable order between layers (section 3.2).
+        out: list[Transform] = [ReversePermutation(features)] if i > 0 else []
+        out.append(
             layer(
                 features,
                 transformer_factory(),
@@ -170,9 +174,9 @@ def _autoregressive(
                 context_features=context_features,
             )
         )
-        if batch_norm:
-            steps.append(BatchNorm(features))
-    return Flow(Compose(*steps), make_base(base, features))
+        return out + [BatchNorm(features)] if batch_norm else out
+
+    return Flow(_stack(layers, block), make_base(base, features))
 
 
 def maf(
@@ -262,20 +266,20 @@ def nsf(
             lambda: RationalQuadraticSpline(bins=bins, bound=bound),
             base,
         )
-    steps: list[Transform] = []
-    for i in range(layers):
-        steps.append(LULinear(features))
-        steps.append(
-            Coupling(
-                half_mask(features, flip=i % 2 == 1),
-                RationalQuadraticSpline(bins=bins, bound=bound),
-                hidden=hidden,
-                layers=net_layers,
-                context_features=context_features,
-            )
+
+    def block(i: int) -> list[Transform]:
+        spline = RationalQuadraticSpline(bins=bins, bound=bound)
+        coupling = Coupling(
+            half_mask(features, flip=i % 2 == 1),
+            spline,
+            hidden=hidden,
+            layers=net_layers,
+            context_features=context_features,
         )
-    steps.append(LULinear(features))
-    return Flow(Compose(*steps), make_base(base, features))
+        return [LULinear(features), coupling]
+
+    body = _stack(layers, block)
+    return Flow(Compose(*body.transforms, LULinear(features)), make_base(base, features))
 
 
 def _generative(
