@@ -24,9 +24,7 @@ import datetime as _dt
 import html
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from io import BytesIO
 from pathlib import Path
@@ -36,6 +34,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from . import plots
+from .checkpoint import atomic_write
 
 __all__ = ["Report", "add_figure", "write_report", "read_metrics_log", "REPORT_NAME"]
 
@@ -82,14 +81,7 @@ def _check_name(name: str) -> None:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write via a temp file in the same folder + rename, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _png_bytes(fig: Figure, dpi: int = 100) -> bytes:
