@@ -44,10 +44,12 @@ def free_energy(flow, energy, n: int = 20_000) -> tuple[float, float]:
     return float(terms.mean()), float(terms.std() / math.sqrt(n))
 
 
-def run(out: Path, seeds: int = 1, quick: bool = False) -> dict[str, float]:
+def run(
+    out: Path, seeds: int = 1, quick: bool = False, steps: int | None = None
+) -> dict[str, float]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = 300 if quick else 6000
+    steps = steps or (300 if quick else 6000)
     energies = ["u1", "u2"] if quick else list(ENERGIES)
     config = {
         "experiment": NAME,
