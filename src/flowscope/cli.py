@@ -7,6 +7,7 @@ exit status 2 and ONE line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -106,7 +107,12 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     from .runs import default_out
 
     out = Path(args.out) if args.out else default_out(args.name)
-    metrics = module.run(out, seeds=args.seeds, quick=args.quick)
+    # --data / --root go only to experiments whose run() takes them (e.g. coherence).
+    extra = {k: getattr(args, k) for k in ("data", "root") if getattr(args, k) is not None}
+    unknown = sorted(set(extra) - set(inspect.signature(module.run).parameters))
+    if unknown:
+        raise ValueError(f"--{unknown[0]}: experiment {args.name!r} takes no such option")
+    metrics = module.run(out, seeds=args.seeds, quick=args.quick, **extra)
     _print_metrics(metrics)
     print(f"report: {out / 'report.html'}")
     return 0
@@ -183,6 +189,8 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--out")
     x.add_argument("--seeds", type=int, default=1)
     x.add_argument("--quick", action="store_true", help="a much smaller run (for smoke tests)")
+    x.add_argument("--data", help="data set of experiments that take one (coherence)")
+    x.add_argument("--root", help="directory of file-based image data (fashion-mnist, celeba)")
     x.set_defaults(func=_cmd_experiment)
 
     d = sub.add_parser("demo", help="train a small flow on pinwheel and write its report")

@@ -497,3 +497,230 @@ def layer_steps_grid(rows: Sequence[Sequence[Any]], row_titles: Sequence[str]) -
             if i == 0:
                 ax.set_ylabel(row_titles[r], fontsize=8)
     return fig
+
+
+# ------------------------------------------------------------------ latent coherence (seed 000)
+
+__all__ += [
+    "typical_set_figure",
+    "grouped_bars",
+    "score_curves",
+    "metric_panels",
+    "table_figure",
+    "image_montage",
+]
+
+
+def _vline(ax: Axes, x: float | None, colour: str, style: str, label: str) -> None:
+    if x is not None and math.isfinite(x):
+        ax.axvline(x, color=colour, ls=style, lw=1.2, label=label)
+
+
+def typical_set_figure(panels: Mapping[str, Any], bins: int = 50) -> Figure:
+    """Two readings of "high-probability region" (seed 000 section 6.2), one column per model.
+
+    Each value of ``panels`` (e.g. ``{"M_std": ts, "M_diag": ts}``) is a
+    :class:`flowscope.analysis.coherence.TypicalSet` (or anything with its attributes
+    ``base_log_pu``, ``data_log_pu``, ``band``, ``bound``, ``mode_log_pu``): histograms of
+    ``ln p(u)`` for base samples and encoded data with vertical lines at the typical-set band
+    edges, eq. 5.1's 2-sigma bound and the mode's ``ln p(u)``.  Top row: the full range, where
+    the mode and the bound sit far from every sample in high dimension; bottom row: zoomed on
+    the central 99% of the two samples.
+    """
+    if not panels:
+        raise ValueError("panels: expected at least one name -> TypicalSet entry, got none")
+    fig = Figure(figsize=(5.2 * len(panels), 6.4), layout="constrained")
+    axes = fig.subplots(2, len(panels), squeeze=False)
+    for col, (name, ts) in enumerate(panels.items()):
+        base = _array(f"panels[{name!r}].base_log_pu", ts.base_log_pu).ravel()
+        data = _array(f"panels[{name!r}].data_log_pu", ts.data_log_pu).ravel()
+        lo, hi = (float(v) for v in ts.band)
+        for row, ax in enumerate(axes[:, col]):
+            both = np.concatenate([base, data])
+            if row == 0:
+                marks = [v for v in (ts.bound, ts.mode_log_pu) if v is not None]
+                span = (min([both.min(), *marks]), max([both.max(), *marks]))
+            else:  # the central 99% of both samples: a few far outliers would flatten it
+                span = tuple(np.quantile(both, [0.005, 0.995]))
+            edges = np.linspace(span[0], span[1], bins + 1) if span[1] > span[0] else bins
+            for j, (sample, label) in enumerate(((base, "base samples"), (data, "encoded data"))):
+                ax.hist(sample, bins=edges, density=True, alpha=0.45, color=_DOTS[j], label=label)
+            _vline(ax, lo, "black", "--", "typical-set band")
+            _vline(ax, hi, "black", "--", "_band_high")  # a leading "_" keeps it out of legends
+            if row == 0:
+                _vline(ax, ts.bound, _DOTS[3], ":", "eq. 5.1 bound (2 sigma)")
+                _vline(ax, ts.mode_log_pu, _DOTS[2], "-", "mode")
+            ax.set_xlabel("ln p(u)")
+            ax.set_yticks([])
+            ax.set_title(f"{name}: {'full range' if row == 0 else 'zoom'}", fontsize=10)
+        axes[0, col].legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def grouped_bars(
+    groups: Sequence[str],
+    series: Mapping[str, Any],
+    ylabel: str = "",
+    title: str = "",
+    reference: float | None = None,
+    reference_label: str = "",
+) -> Figure:
+    """Bars of several named series side by side for each group (e.g. per-attribute SVM balanced
+    accuracy for M_std and M_diag); ``reference`` draws a horizontal line (e.g. chance, 0.5)."""
+    if not series:
+        raise ValueError("series: expected at least one name -> values entry, got none")
+    k, n = len(series), len(groups)
+    fig = Figure(figsize=(max(4.0, 0.55 * n * max(k, 2) + 1.5), 3.6), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / k
+    for i, (name, values) in enumerate(series.items()):
+        v = _array(f"series[{name!r}]", values, ndim=1)
+        if v.shape != (n,):
+            raise ValueError(
+                f"series[{name!r}]: expected {n} values (one per group), got {v.shape}"
+            )
+        ax.bar(np.arange(n) + (i - (k - 1) / 2) * width, v, width, color=_DOTS[i % 10], label=name)
+    if reference is not None:
+        ax.axhline(reference, color="grey", ls="--", lw=1, label=reference_label or None)
+    ax.set_xticks(range(n), list(groups), rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def score_curves(
+    x: Any, panels: Mapping[str, Any], xlabel: str = "", ylabel: str = "", ylim: Any = (0, 1)
+) -> Figure:
+    """One panel per name: every row of ``panels[name]`` (``(m, len(x))``, e.g. a detector's
+    smile probability of one manipulated image per alpha) as a faint line, the median bold."""
+    xa = _array("x", x, ndim=1)
+    if not panels:
+        raise ValueError("panels: expected at least one name -> (m, n) array entry, got none")
+    fig = Figure(figsize=(3.4 * len(panels), 3.0), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, values) in zip(axes, panels.items()):
+        v = _array(f"panels[{name!r}]", values, ndim=2)
+        if v.shape[1] != xa.shape[0]:
+            raise ValueError(
+                f"panels[{name!r}]: expected {xa.shape[0]} columns to match x, got {v.shape[1]}"
+            )
+        for row in v:
+            ax.plot(xa, row, color=_DOTS[0], alpha=0.15, lw=0.8)
+        ax.plot(xa, np.median(v, 0), color="black", lw=2, label="median")
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def metric_panels(x: Any, panels: Mapping[str, Mapping[str, Any]], xlabel: str = "") -> Figure:
+    """Side-by-side panels, each with its own y axis, of several series against a shared ``x``:
+    ``panels[title][series] = (n,)`` (e.g. test NLL, coherence score and multimodality per
+    depth, whose scales differ)."""
+    xa = _array("x", x, ndim=1)
+    if not panels:
+        raise ValueError("panels: expected at least one title -> series mapping, got none")
+    fig = Figure(figsize=(3.6 * len(panels), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, ys) in zip(axes, panels.items()):
+        for i, (name, y) in enumerate(ys.items()):
+            ya = _array(f"panels[{title!r}][{name!r}]", y, ndim=1)
+            if ya.shape != xa.shape:
+                raise ValueError(
+                    f"panels[{title!r}][{name!r}]: expected shape {xa.shape}, got {ya.shape}"
+                )
+            ax.plot(xa, ya, marker="o", ms=3, color=_DOTS[i % 10], label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def table_figure(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> Figure:
+    """A table drawn as a figure (the report shows figures and a flat metrics list; this puts a
+    side-by-side comparison on the page).  Numbers are printed with 4 significant digits."""
+    if not columns:
+        raise ValueError("columns: expected at least one column name, got none")
+    for i, row in enumerate(rows):
+        if len(row) != len(columns):
+            raise ValueError(f"rows[{i}]: expected {len(columns)} cells, got {len(row)}")
+
+    def cell(v: Any) -> str:
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.4g}" if math.isfinite(v) else str(v)
+        return str(v)
+
+    text = [[cell(v) for v in row] for row in rows]
+    # Column widths follow the longest entry, so long row labels are not cut off.
+    chars = [max([len(str(c))] + [len(r[j]) for r in text]) + 2 for j, c in enumerate(columns)]
+    width = min(0.075 * sum(chars) + 0.4, 16.0)
+    fig = Figure(figsize=(width, 0.5 + 0.25 * (len(rows) + 1)))
+    ax = fig.subplots()
+    ax.set_axis_off()
+    if text:
+        table = ax.table(
+            cellText=text,
+            colLabels=list(columns),
+            colWidths=[c / sum(chars) for c in chars],
+            loc="center",
+            cellLoc="right",
+        )
+        table.auto_set_font_size(False)
+        table.set_fontsize(8)
+        table.scale(1.0, 1.2)
+        for (row, col), c in table.get_celld().items():
+            if col == 0 and row > 0:  # row labels read better left-aligned
+                c.get_text().set_horizontalalignment("left")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def image_montage(
+    images: Any, nrow: int = 8, captions: Sequence[str] | None = None, pad: int = 2
+) -> Figure:
+    """Like :func:`image_grid` (same inputs), drawn as ONE picture with the captions as text
+    under each tile: one Axes instead of one per image, so long manipulation strips (seed 000
+    Figs. 5.5-5.8: rows of 21 images) render several times faster."""
+    if isinstance(images, Tensor):
+        images = images.detach().cpu().numpy()
+    imgs = np.asarray(images)
+    if imgs.ndim != 4 or imgs.shape[1] not in (1, 3) or len(imgs) == 0:
+        raise ValueError(f"images: expected shape (n >= 1, C in {{1, 3}}, H, W), got {imgs.shape}")
+    if not isinstance(nrow, int) or nrow < 1:
+        raise ValueError(f"nrow: expected an integer >= 1, got {nrow!r}")
+    if captions is not None and len(captions) != len(imgs):
+        raise ValueError(f"captions: expected {len(imgs)} captions, got {len(captions)}")
+    imgs = imgs.astype(np.float64) / 255.0 if imgs.dtype == np.uint8 else _array("images", imgs)
+    imgs = np.clip(imgs, 0.0, 1.0)
+    n, c, h, w = imgs.shape
+    cols = min(nrow, n)
+    rows = math.ceil(n / cols)
+    scale = 1.5 / w  # inches per montage pixel: tiles as large as image_grid's
+    # Caption space below each tile: its lines of 7-point text (9 points of leading) in pixels.
+    lines = max((s.count("\n") + 1 for s in captions), default=0) if captions else 0
+    cap = math.ceil(lines * 9 / 72 / scale) + 2 if lines else 0
+    canvas = np.ones((rows * (h + cap + pad) + pad, cols * (w + pad) + pad, 3))
+    for i in range(n):
+        r, k = divmod(i, cols)
+        y, x = pad + r * (h + cap + pad), pad + k * (w + pad)
+        canvas[y : y + h, x : x + w] = (
+            imgs[i].transpose(1, 2, 0) if c == 3 else imgs[i][0][..., None]
+        )
+    fig = Figure(figsize=(canvas.shape[1] * scale, canvas.shape[0] * scale))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    if captions is not None:
+        for i, text in enumerate(captions):
+            r, k = divmod(i, cols)
+            y, x = pad + r * (h + cap + pad) + h + 1, pad + k * (w + pad) + w / 2
+            ax.text(x, y, text, ha="center", va="top", fontsize=7)
+    return fig

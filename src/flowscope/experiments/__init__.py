@@ -20,6 +20,7 @@ EXPERIMENTS: dict[str, str] = {
     "vmonf-circles-semi": "flowscope.experiments.vmonf_circles_semi",
     "vmonf-mnist": "flowscope.experiments.vmonf_mnist",
     "energies": "flowscope.experiments.energies",
+    "coherence": "flowscope.experiments.coherence",
 }
 
 
