@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-
 from workloads import Built
 
 NOISE = 0.05

@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-
 from workloads import Built
 
 # A warm-up call longer than this is kept as the measurement and not repeated (peers' D-pass

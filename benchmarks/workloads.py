@@ -106,9 +106,7 @@ def nflows_realnvp(features: int = 2) -> Built:
         mask[half:] = -1 if i % 2 == 0 else 1
         mask[:half] = 1 if i % 2 == 0 else -1
         layers.append(
-            AffineCouplingTransform(
-                mask, lambda i_, o_: _NoContext(MLP((i_,), (o_,), [64, 64]))
-            )
+            AffineCouplingTransform(mask, lambda i_, o_: _NoContext(MLP((i_,), (o_,), [64, 64])))
         )
     flow = Flow(CompositeTransform(layers), StandardNormal([features]))
     return Built(flow, flow.log_prob, flow.sample, "scale = sigmoid(h + 2) + 1e-3 (its default)")
@@ -210,7 +208,9 @@ def normflows_realnvp(features: int = 2) -> Built:
         # split mode rather than an extra Permute layer: normflows' cheapest equivalent.
         net = nf.nets.MLP([features // 2, 64, 64, 2 * (features - features // 2)], init_zeros=True)
         mode = "channel" if i % 2 == 0 else "channel_inv"
-        flows.append(nf.flows.AffineCouplingBlock(net, scale=True, scale_map="exp", split_mode=mode))
+        flows.append(
+            nf.flows.AffineCouplingBlock(net, scale=True, scale_map="exp", split_mode=mode)
+        )
     built = _normflows_flow(flows, features)
     built.note = "scale = exp(h) (its default), halves alternate by split_mode"
     return built
@@ -246,7 +246,9 @@ def normflows_glow(shape: tuple[int, int, int]) -> Built:
     # normflows lists levels deepest first (its sampling order), as in its Glow example.
     for i in range(levels):
         ch = c * 2 ** (levels + 1 - i)
-        level = [nf.flows.GlowBlock(ch, 128, split_mode="channel", scale=True) for _ in range(steps)]
+        level = [
+            nf.flows.GlowBlock(ch, 128, split_mode="channel", scale=True) for _ in range(steps)
+        ]
         level.append(nf.flows.Squeeze())
         flows.append(level)
         if i > 0:

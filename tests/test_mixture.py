@@ -14,6 +14,8 @@ from flowscope.mixture import (
     MixtureOfFlows,
     SemiSupervised,
     check_labels,
+    consistency_penalty,
+    default_posterior,
     elbo,
     exact_posterior,
     mixture_log_prob,
@@ -239,6 +241,25 @@ def test_semi_supervised_cross_entropy_goes_down():
     log_pk, log_q = m.component_log_prob(xs[10:]), m.log_q(xs[10:])
     torch.testing.assert_close(rows[10:], supervised_loss(log_pk, log_q, m.log_weights, ys[10:]))
     assert labeled.tolist() == [False] * 10 + [True] * 8
+
+
+def test_consistency_penalty_is_a_kl_and_only_trains():
+    log_q = torch.log_softmax(torch.randn(6, 3), -1)
+    assert torch.allclose(consistency_penalty(log_q, log_q), torch.zeros(6), atol=1e-6)
+    other = torch.log_softmax(torch.randn(6, 3), -1)
+    assert (consistency_penalty(log_q, other) > 0).all()
+    x = torch.randn(16, 2)
+    m = MixtureOfFlows(_flows(2), consistency=5.0, consistency_noise=0.5)
+    m.eval()  # evaluation: the plain negative ELBO, no penalty, no step
+    torch.testing.assert_close(m.loss(x), -m.elbo(x).mean())
+    m.train()
+    torch.manual_seed(3)
+    with_penalty = m.loss(x)
+    assert with_penalty > -m.elbo(x).mean()  # a KL >= 0 added (strictly: q varies with x)
+    # The seed's posterior (Linear-ReLU-BatchNorm blocks) is available and K-sized.
+    seed_style = default_posterior(2, 3, hidden=8, layers=2, batch_norm=True)
+    assert any(isinstance(mod, nn.BatchNorm1d) for mod in seed_style.modules())
+    assert MixtureOfFlows(_flows(3), posterior=seed_style).predict(x).shape == (16,)
 
 
 def test_learned_weights_receive_gradient():

@@ -43,6 +43,7 @@ __all__ = [
     "consistency_penalty",
     "semi_supervised_dataset",
     "check_labels",
+    "default_posterior",
 ]
 
 

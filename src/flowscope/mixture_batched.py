@@ -176,7 +176,11 @@ class StackedFlows(ComponentBank):
         return functional_call(self, sliced, (method, *args), kwargs)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        return self._map("log_prob", (x,), (None,)).transpose(0, 1)
+        # x enters batched (a stride-0 view, no copy), so that every tensor the component sees
+        # is batched: layers that switch to a custom kernel unless their input is traced (e.g.
+        # a MADE fast path keyed on `_tracing(x)`) then take their vmap-safe path.
+        xs = x.expand(self.num_components, *x.shape)
+        return self._map("log_prob", (xs,), (0,)).transpose(0, 1)
 
     def sample(self, k: int, n: int, temperature: float = 1.0) -> Tensor:
         return self._at(k, "sample", n, temperature=temperature)

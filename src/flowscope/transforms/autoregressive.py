@@ -78,14 +78,95 @@ def _hidden_degrees(width: int, features: int, conditional: bool) -> Tensor:
     return low + torch.arange(width) * span // width
 
 
+Blocks = tuple[tuple[int, int, int, int], ...]
+
+
+def _staircase(mask: Tensor, blocks: int = 8, min_size: int = 2**16) -> Blocks | None:
+    """Row blocks ``(r0, r1, lo, hi)`` of a mask whose every row allows a PREFIX of the columns.
+
+    With the natural order and degrees sorted along the units (as MADE assigns them), row ``r``
+    of every MADE mask reads columns ``0 .. a_r - 1`` only: about half of ``W`` is masked out.
+    Rows ``r0 .. r1`` then read columns ``< hi`` only, and all of them read every column
+    ``< lo``.  None when the mask has no such shape, is small (launching ``2 blocks`` products
+    costs more than the skipped zeros) or when the blocks would skip less than a quarter.
+    """
+    rows, cols = mask.shape
+    allowed = mask.sum(1)
+    if rows * cols < min_size or not torch.equal(mask, torch.arange(cols) < allowed[:, None]):
+        return None
+    out = []
+    for g in range(blocks):
+        r0, r1 = rows * g // blocks, rows * (g + 1) // blocks
+        if r1 > r0:
+            out.append((r0, r1, int(allowed[r0:r1].min()), int(allowed[r0:r1].max())))
+    if sum((r1 - r0) * hi for r0, r1, _, hi in out) > 0.75 * rows * cols:
+        return None
+    return tuple(out)
+
+
+def _staircase_forward(
+    x: Tensor, weight: Tensor, mask: Tensor | None, bias: Tensor, blocks: Blocks
+) -> Tensor:
+    """``x (W * M)^T + b`` reading only each block's columns; ``mask`` None: ``W`` is masked."""
+    parts = []
+    for r0, r1, lo, hi in blocks:
+        y = bias[r0:r1].expand(x.shape[0], -1)
+        if mask is None:  # one product over the block's prefix
+            lo = hi
+        if lo > 0:
+            y = torch.addmm(y, x[:, :lo], weight[r0:r1, :lo].t())
+        if hi > lo:  # the band where some rows of the block are masked
+            band = weight[r0:r1, lo:hi] * mask[r0:r1, lo:hi]  # type: ignore[index]
+            y = torch.addmm(y, x[:, lo:hi], band.t())
+        parts.append(y)
+    return torch.cat(parts, dim=1)
+
+
+class _StaircaseLinear(torch.autograd.Function):
+    """``y = x (W * M)^T + b`` for a staircase mask (see ``_staircase``), forward and backward.
+
+    The same function and gradients as ``F.linear(x, W * M, b)``; every product skips the
+    all-zero blocks, and ``M`` is applied to the narrow bands only.  (Slicing ``W`` under
+    autograd instead would make each slice's backward allocate and fill a full-size gradient.)
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, mask, bias, blocks):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(x, weight, mask)
+        ctx.blocks = blocks
+        return _staircase_forward(x, weight, mask, bias, blocks)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        x, weight, mask = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.zeros_like(x)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.zeros_like(weight)
+        for r0, r1, lo, hi in ctx.blocks:
+            g = grad[:, r0:r1]
+            if grad_x is not None and lo > 0:
+                grad_x[:, :lo].addmm_(g, weight[r0:r1, :lo])
+            if grad_x is not None and hi > lo:
+                grad_x[:, lo:hi].addmm_(g, weight[r0:r1, lo:hi] * mask[r0:r1, lo:hi])
+            if grad_w is not None and hi > 0:
+                grad_w[r0:r1, :hi].addmm_(g.t(), x[:, :hi])
+                grad_w[r0:r1, lo:hi].mul_(mask[r0:r1, lo:hi])
+        if ctx.needs_input_grad[3]:
+            grad_b = grad.sum(0)
+        return grad_x, grad_w, None, grad_b, None
+
+
 class _MaskedLinear(nn.Linear):
     """``y = x (W * M)^T + b`` with a fixed boolean connectivity mask ``M`` (a buffer).
 
     Speed: ``M`` is also kept in the weight's dtype (``float * bool`` converts the bool tensor
-    at every call, several times the cost of ``float * float``), and in eval mode, when no graph
-    is recorded, ``W * M`` is computed once and cached, keyed on the weight's version counter,
+    at every call, several times the cost of ``float * float``); in eval mode, when no graph is
+    recorded, ``W * M`` is computed once and cached, keyed on the weight's version counter,
     storage and dtype (an optimizer step, ``load_state_dict`` or ``.to(...)`` invalidates it;
-    ``train()``/``eval()`` clear it).
+    ``train()``/``eval()`` clear it); and large staircase masks skip their zero blocks
+    (``_staircase``: about 1.5x fewer operations at 784 inputs and 512 hidden units).
     """
 
     def __init__(self, mask: Tensor) -> None:
@@ -93,18 +174,32 @@ class _MaskedLinear(nn.Linear):
         self.register_buffer("mask", mask.bool())
         # Derived from `mask`: out of the state dict, refreshed when a state dict is loaded.
         self.register_buffer("mask_value", mask.to(self.weight.dtype), persistent=False)
+        self._derive()
         self._cache: tuple[tuple, Tensor] | None = None
+
+    def _derive(self) -> None:
+        # An all-True mask (e.g. hidden-to-hidden layers when every hidden degree is equal)
+        # needs no product at all; a large staircase mask skips its zero blocks.
+        self.full = bool(self.mask.all())
+        self.blocks = _staircase(self.mask)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         with torch.no_grad():
             self.mask_value.copy_(self.mask)
+        self._derive()
+
+    def _cacheable(self) -> bool:
+        w = self.weight
+        return not (self.training or (torch.is_grad_enabled() and w.requires_grad) or _tracing(w))
 
     def masked_weight(self) -> Tensor:
         # Multiplying (rather than zeroing the weights once) keeps the autoregressive property
         # whatever an optimizer or weight decay does to the masked-out entries.
         w = self.weight
-        if self.training or (torch.is_grad_enabled() and w.requires_grad) or _tracing(w):
+        if self.full:
+            return w
+        if not self._cacheable():
             return w * self.mask_value
         # A cache filled under inference_mode holds inference tensors, which autograd cannot
         # save (a frozen model differentiated w.r.t. its input): the mode is part of the key.
@@ -126,7 +221,14 @@ class _MaskedLinear(nn.Linear):
         return super().train(mode)
 
     def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
-        return F.linear(x, self.masked_weight() if weight is None else weight, self.bias)
+        """``x (W * M)^T + b``; ``weight``: ``W * M`` when the caller computed it already."""
+        if self.blocks is None or _tracing(x):
+            return F.linear(x, self.masked_weight() if weight is None else weight, self.bias)
+        if weight is None and self._cacheable():
+            weight = self.masked_weight()
+        if weight is not None:
+            return _staircase_forward(x, weight, None, self.bias, self.blocks)
+        return _StaircaseLinear.apply(x, self.weight, self.mask_value, self.bias, self.blocks)
 
 
 class MADE(nn.Module):
@@ -224,16 +326,15 @@ class MADE(nn.Module):
         """
         check_event_shape("x", x, (self.features,))
         check_context("context", context, self.context_features, x.shape[0])
-        if weights is None:
-            weights = self.masked_weights()
-        # Functional calls (no module-call machinery per layer) and, for ReLU, the activation
-        # applied in place to the fresh pre-activation (ReLU's backward needs only its result).
-        h = F.linear(x, weights[0], self.layers[0].bias)
+        # ReLU is applied in place to the fresh pre-activation (its backward needs only its
+        # result); the layers skip their masks' zero blocks when large (``_MaskedLinear``).
+        h = self.layers[0].forward(x, weights[0] if weights else None)
         if self.context_layer is not None:
             h = h + self.context_layer(context)
         relu = type(self.activation) is nn.ReLU
-        for layer, w in zip(self.layers[1:], weights[1:]):
-            h = F.linear(torch.relu_(h) if relu else self.activation(h), w, layer.bias)
+        for i, layer in enumerate(self.layers[1:], 1):
+            h = torch.relu_(h) if relu else self.activation(h)
+            h = layer.forward(h, weights[i] if weights else None)
         return h.reshape(x.shape[0], self.features, self.params_per_dim)
 
 
@@ -353,14 +454,17 @@ class MaskedAutoregressive(Transform):
             if r > 0:
                 prev = order[r - 1]
                 pre = torch.addcmul(pre, cols[-1], first_cols[prev])
+            # The first coordinate sees no input: without a context its parameters are the same
+            # for every row, so they are computed on one row and broadcast (1/D of the work).
+            rows = 1 if r == 0 and made.context_layer is None else batch
             if made.num_hidden_layers == 0:
-                theta = pre.reshape(batch, dim, npar)[:, i]
+                theta = pre[:rows].reshape(rows, dim, npar)[:, i]
             else:
-                h = made.activation(pre)
+                h = made.activation(pre[:rows])
                 for layer, w in zip(made.layers[1:-1], weights[1:-1]):
                     h = made.activation(layer(h, w))
                 theta = F.linear(h, last[i], last_bias[i])
-            xi, ladj = tr.inverse(u_cols[i], theta.unsqueeze(1))
+            xi, ladj = tr.inverse(u_cols[i], theta.expand(batch, -1).unsqueeze(1))
             cols.append(xi)
             ladjs.append(ladj)
         x = torch.cat(cols, dim=1)  # columns in generation order

@@ -286,7 +286,7 @@ class Coupling(Transform):
         y_b, logabsdet = step(x_b, out.view(batch, n, p))
         y = torch.cat([x_a, y_b] if identity_first else [y_b, x_a], dim=1)
         # One transformed entry (2-D data): a view instead of a reduction kernel.
-        return y, (logabsdet[:, 0] if n == 1 else logabsdet.sum(dim=1))
+        return y, (logabsdet.squeeze(1) if n == 1 else logabsdet.sum(dim=1))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Data to latent: ``x (batch, *event_shape)`` -> ``(u, logabsdet (batch,))``."""
@@ -345,3 +345,121 @@ def spline_coupling(
     """
     transformer = RationalQuadraticSpline(bins=bins, bound=bound)
     return Coupling(mask, transformer, net, hidden, layers, context_features)
+
+
+# --- channel masks on images: the conditioner sees only the identity channels -------------
+
+
+class _ChannelSelect(nn.Module):
+    """Adapts a net that sees only the identity channels to ``Coupling``'s image contract.
+
+    For a CHANNEL mask (every pixel of a channel has the same role), the transformed channels of
+    the coupling input are zeros and their parameters are the only ones used: ``body`` maps the
+    ``n_A`` identity channels (plus the context channels) to ``n_B * P`` channels, which are
+    scattered into the ``(batch, C * P, H, W)`` layout ``Coupling`` reads (channel ``i P + k``).
+    This halves the first and last convolutions and matches the parameter count of seed 000's
+    nflows-based Glow, whose conditioner sees only the identity half.
+    """
+
+    def __init__(
+        self, body: nn.Module, identity: Tensor, transformed: Tensor, params: int, extra: int
+    ) -> None:
+        super().__init__()
+        self.body = body
+        self.params = params
+        self.channels = c = identity.numel() + transformed.numel()
+        # Identity channels, then the ``extra`` context channels Coupling appends after the C.
+        inputs = torch.cat([identity, torch.arange(c, c + extra)])
+        self.register_buffer("inputs", inputs, persistent=False)
+        self.register_buffer("transformed", transformed, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        c, p = self.channels, self.params
+        y = self.body(x.index_select(1, self.inputs))
+        b, _, h, w = y.shape
+        out = y.new_zeros(b, c, p, h, w)
+        out = out.index_copy(1, self.transformed, y.view(b, -1, p, h, w))
+        return out.view(b, c * p, h, w)
+
+
+def _slice_of(index: Tensor) -> slice | None:
+    """``index`` (sorted, 1-D) as a slice when it is an arithmetic progression, else None."""
+    values = index.tolist()
+    if not values:
+        return None
+    step = values[1] - values[0] if len(values) > 1 else 1
+    if step < 1 or values != list(range(values[0], values[0] + step * len(values), step)):
+        return None
+    return slice(values[0], values[-1] + 1, step)
+
+
+class _ChannelCoupling(Coupling):
+    """``Coupling`` for a CHANNEL mask whose net sees only the identity channels.
+
+    The same map and parameters as ``Coupling`` with the ``_ChannelSelect`` net that
+    ``image_coupling`` builds, evaluated without the generic image path's full-size work: no
+    ``x * mask``, no scattering of the net's output into all ``C * P`` channels and no gathers
+    and scatters over all ``C H W`` entries.  The identity and transformed channels are read as
+    slices (strided for Glow's interleaved mask), the net's output is read in place as
+    ``(batch, n_B, H, W, P)`` and the two halves are put back with one ``stack``/``cat``.
+    """
+
+    net: _ChannelSelect
+
+    def __init__(
+        self,
+        mask: Tensor,
+        transformer: Transformer,
+        net: _ChannelSelect,
+        context_features: int | None,
+    ) -> None:
+        super().__init__(mask, transformer, net=net, context_features=context_features)
+        c = self.event_shape[0]
+        identity = net.inputs[: c - net.transformed.numel()]
+        self._identity = _slice_of(identity)
+        self._transformed = _slice_of(net.transformed)
+        # How the halves are put back: "interleave" (even/odd channels, as many of each), "cat"
+        # (two blocks) or None (any other split: one gather with the inverse permutation).
+        steps = (getattr(self._identity, "step", None), getattr(self._transformed, "step", None))
+        self._layout: str | None = None
+        if steps == (2, 2) and 2 * identity.numel() == c:
+            self._layout = "interleave"
+        elif steps == (1, 1):
+            self._layout = "cat"
+        self._first_identity = int(identity[0]) == 0
+        order = torch.cat([identity, net.transformed])
+        self.register_buffer("_unpermute", torch.argsort(order), persistent=False)
+        self.register_buffer("_identity_index", identity, persistent=False)
+
+    def _pick(self, x: Tensor, where: slice | None, index: Tensor) -> Tensor:
+        return x[:, where] if where is not None else x.index_select(1, index)
+
+    def _couple(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        check_event_shape("u" if inverse else "x", x, self.event_shape)
+        check_context("context", context, self.context_features, x.shape[0])
+        x_a = self._pick(x, self._identity, self._identity_index)
+        x_b = self._pick(x, self._transformed, self.net.transformed)
+        batch, _, h, w = x.shape
+        inp = x_a
+        if context is not None:
+            inp = torch.cat([x_a, context[:, :, None, None].expand(-1, -1, h, w)], dim=1)
+        p = self.net.params
+        out = self.net.body(inp)
+        expected = (batch, x_b.shape[1] * p, h, w)
+        if tuple(out.shape) != expected:
+            raise ValueError(
+                f"net: expected the conditioner body to output shape {expected}, got "
+                f"{tuple(out.shape)}"
+            )
+        # Channel j * P + k holds parameter k of transformed channel j: a view, any layout.
+        params = out.unflatten(1, (x_b.shape[1], p)).movedim(2, -1)
+        step = self.transformer.inverse if inverse else self.transformer.forward
+        y_b, logabsdet = step(x_b, params)
+        halves = [x_a, y_b] if self._first_identity else [y_b, x_a]
+        if self._layout == "interleave":
+            y = torch.stack(halves, dim=2).flatten(1, 2)
+        elif self._layout == "cat":
+            y = torch.cat(halves, dim=1)
+        else:
+            y = torch.cat([x_a, y_b], dim=1).index_select(1, self._unpermute)
+        return y, logabsdet.sum(dim=(1, 2, 3))

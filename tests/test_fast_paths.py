@@ -1,0 +1,175 @@
+"""Every speed path computes what the plain path computes (issue 7's library work).
+
+Each fast path is compared with the slower path it replaces, on inputs where the two could
+differ: values, log-dets, inverses and gradients, in float64.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flowscope import models
+from flowscope.transforms import (
+    AffineTransformer,
+    Compose,
+    Coupling,
+    MaskedAutoregressive,
+    affine_coupling,
+    alternating_mask,
+    channel_mask,
+    half_mask,
+    image_coupling,
+)
+from flowscope.transforms.autoregressive import MADE, _staircase
+
+
+def _perturb(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return module
+
+
+def _dense_made(made: MADE, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+    """The MADE as written in the paper: ``x (W * M)^T + b`` with the full masks."""
+    layers = made.layers
+    h = F.linear(x, layers[0].weight * layers[0].mask, layers[0].bias)
+    if made.context_layer is not None:
+        h = h + made.context_layer(context)
+    for layer in layers[1:]:
+        h = F.linear(torch.relu(h), layer.weight * layer.mask, layer.bias)
+    return h.reshape(x.shape[0], made.features, made.params_per_dim)
+
+
+@pytest.mark.parametrize("context", [None, 3])
+def test_staircase_made_equals_the_dense_masked_product(context: int | None) -> None:
+    made = _perturb(MADE(300, 2, hidden=256, layers=2, context_features=context).double(), 0.2)
+    assert all(layer.blocks is not None for layer in made.layers)  # the fast path is taken
+    x = torch.randn(7, 300, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(7, context, dtype=torch.float64) if context else None
+    got, want = made(x, c), _dense_made(made, x, c)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(got)
+    inputs = [x, *made.parameters()]
+    for a, b in zip(torch.autograd.grad(got, inputs, g), torch.autograd.grad(want, inputs, g)):
+        torch.testing.assert_close(a, b)
+    made.eval()  # eval without a graph: the cached masked weights, blockwise
+    with torch.no_grad():
+        torch.testing.assert_close(made(x, c), want)
+
+
+def test_staircase_needs_a_prefix_mask_and_size() -> None:
+    assert _staircase(torch.ones(300, 300).tril().bool()) is not None
+    assert _staircase(torch.ones(8, 8).tril().bool()) is None  # too small to gain
+    assert _staircase(torch.ones(300, 300).triu().bool()) is None  # rows are suffixes
+    # A random order permutes the inputs: the first layer has no staircase, and stays exact.
+    made = MADE(300, 2, hidden=256, layers=1, order="random", seed=0)
+    assert made.layers[0].blocks is None
+
+
+def test_masked_weight_cache_follows_the_weights() -> None:
+    maf = _perturb(MaskedAutoregressive(300, AffineTransformer(), hidden=256, layers=1)).double()
+    x = torch.randn(5, 300, dtype=torch.float64)
+    maf.eval()
+    with torch.no_grad():
+        before = maf(x)[0]
+        maf.made.layers[0].weight.add_(0.5)  # bumps the version counter: cache invalid
+        after = maf(x)[0]
+        assert not torch.allclose(before, after)
+        torch.testing.assert_close(after, maf._forward(x, None)[0])
+    other = MaskedAutoregressive(300, AffineTransformer(), hidden=256, layers=1).double().eval()
+    other.load_state_dict(maf.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(other(x)[0], after)
+
+
+def _generic(coupling: Coupling) -> Coupling:
+    """The same layer through the generic image path (``Coupling`` with the adapter net)."""
+    return Coupling(coupling.mask, coupling.transformer, net=coupling.net).double()
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        alternating_mask(4)[:, None, None].expand(4, 3, 3).clone(),  # interleaved channels
+        channel_mask((4, 3, 3), flip=True),  # two blocks
+        alternating_mask(3, flip=True)[:, None, None].expand(3, 3, 3).clone(),  # odd: gather
+    ],
+    ids=["interleave", "halves", "odd"],
+)
+def test_channel_coupling_equals_the_generic_image_path(mask: torch.Tensor) -> None:
+    fast = _perturb(image_coupling(mask, AffineTransformer(scale="sigmoid"), hidden=4).double())
+    slow = _generic(fast)
+    x = torch.randn(5, *mask.shape, dtype=torch.float64)
+    for a, b in zip(fast(x), slow(x)):
+        torch.testing.assert_close(a, b)
+    u = fast(x)[0]
+    for a, b in zip(fast.inverse(u), slow.inverse(u)):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(fast.inverse(u)[0], x)
+
+
+def test_vector_coupling_blocks_equal_the_index_path() -> None:
+    for flip in (False, True):
+        fast = _perturb(affine_coupling(half_mask(5, flip=flip), context_features=2).double())
+        assert fast._blocks is not None
+        slow = affine_coupling(half_mask(5, flip=flip), context_features=2).double()
+        slow.load_state_dict(fast.state_dict())
+        slow._blocks = None  # the gather/scatter path
+        x, c = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64)
+        for a, b in zip(fast(x, c), slow(x, c)):
+            torch.testing.assert_close(a, b)
+        for a, b in zip(fast.inverse(x, c), slow.inverse(x, c)):
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", ["realnvp", "maf"])
+def test_chunked_inference_equals_one_pass(name: str) -> None:
+    flow = _perturb(getattr(models, name)(2, layers=2, hidden=8)).eval()
+    x = torch.randn(100, 2)
+    with torch.no_grad():
+        flow.chunk_rows = 10**9
+        whole, whole_parts = flow.log_prob(x), flow.log_prob_parts(x)
+        torch.manual_seed(3)
+        whole_samples = flow.sample(100)
+        flow.chunk_rows = 16  # 100 rows -> 7 chunks
+        torch.testing.assert_close(flow.log_prob(x), whole)
+        for a, b in zip(flow.log_prob_parts(x), whole_parts):
+            torch.testing.assert_close(a, b)
+        torch.manual_seed(3)
+        torch.testing.assert_close(flow.sample(100), whole_samples)
+    # With autograd (training) the batch is never cut: gradients see one graph.
+    flow.train()
+    assert flow.log_prob(x).requires_grad
+
+
+def test_values_are_checked_once_at_the_door() -> None:
+    bad = torch.tensor([[0.0, float("nan")]])
+    flow = models.maf(2, layers=2, hidden=8)
+    with pytest.raises(ValueError, match="x: expected finite values"):
+        flow.log_prob(bad)
+    # A Compose called directly is a door too, even when its members only check shapes.
+    chain = Compose(affine_coupling(half_mask(2)), affine_coupling(half_mask(2, flip=True)))
+    with pytest.raises(ValueError, match="x: expected finite values"):
+        chain(bad)
+    with pytest.raises(ValueError, match="u: expected finite values"):
+        chain.inverse(bad)
+
+
+def test_reverse_permutation_flip_equals_the_gather() -> None:
+    from flowscope.transforms import RandomPermutation, ReversePermutation
+
+    rev = ReversePermutation(5)
+    assert rev._reverse
+    x = torch.randn(3, 5, 2)
+    torch.testing.assert_close(rev(x)[0], x.index_select(1, rev.permutation))
+    torch.testing.assert_close(rev.inverse(rev(x)[0])[0], x)
+    # A state dict holding another permutation turns the flip off (and back on).
+    shuffled = RandomPermutation(5, seed=0)
+    rev.load_state_dict(shuffled.state_dict())
+    assert not rev._reverse
+    torch.testing.assert_close(rev(x)[0], shuffled(x)[0])
+    shuffled.load_state_dict(ReversePermutation(5).state_dict())
+    assert shuffled._reverse
