@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_event_shape, check_finite
+from .._checks import _tracing, check_event_shape, check_finite
 from .base import Compose, Transform, sum_except_batch
 from .coupling import Coupling, checkerboard_mask
 from .image import ConvNet, _image_shape
@@ -59,6 +59,8 @@ def _check_seed(seed: int | None) -> int | None:
 
 def _check_quantized(x: Tensor, levels: int) -> None:
     """Raise unless every entry of ``x`` is one of the integers ``0 .. levels - 1``."""
+    if _tracing(x):  # data-dependent Python: skipped under torch.compile / vmap (see _checks)
+        return
     check_finite("x", x)
     bad = (x != torch.floor(x)) | (x < 0) | (x > levels - 1)
     if bad.any():
