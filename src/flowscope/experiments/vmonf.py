@@ -121,7 +121,7 @@ CONFIGS: dict[str, VMoNFConfig] = {
         screen_steps=1500,
         baseline=True,
         quick={"n_train": 2048, "n_test": 1000, "steps": 60, "screen_steps": 30, "restarts": 2},
-    ),  # fmt: skip
+    ),
     # Section 5.1.2: 512 per class, batch 128, 500 epochs (4000 steps), 10 blocks 1x8, 2x16.
     "vmonf-circles": VMoNFConfig(
         name="vmonf-circles",
@@ -135,12 +135,16 @@ CONFIGS: dict[str, VMoNFConfig] = {
         batch_size=128,
         quick={"steps": 60, "n_test": 1000},
     ),
+    # Semi-supervised: the seed's data, labels, schedule and posterior; spline components
+    # (RQ-NSF coupling, 4 layers 1x16) instead of RealNVP 10 x 1x8: see docs/vmonf.md.
     "vmonf-circles-semi": VMoNFConfig(
         name="vmonf-circles-semi",
         data="two_circles",
         k=2,
         n_train=1024,
-        flow_layers=10,
+        flow="nsf",
+        flow_layers=4,
+        flow_hidden=16,
         posterior_hidden=16,
         posterior_layers=2,
         steps=4000,
@@ -170,7 +174,7 @@ CONFIGS: dict[str, VMoNFConfig] = {
         temperature_min=0.01,
         sample_temperature=0.8,
         quick={"steps": 6, "pretrain_steps": 4, "flow_layers": 1, "flow_hidden": 16},
-    ),  # fmt: skip
+    ),
 }
 
 
