@@ -222,7 +222,9 @@ class _MaskedLinear(nn.Linear):
 
     def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
         """``x (W * M)^T + b``; ``weight``: ``W * M`` when the caller computed it already."""
-        if self.blocks is None or _tracing(x):
+        # Batched (vmap) weights or inputs, or a compiler, take the plain path: the staircase
+        # kernel is a custom autograd.Function without vmap rules.
+        if self.blocks is None or _tracing(x) or _tracing(self.weight):
             return F.linear(x, self.masked_weight() if weight is None else weight, self.bias)
         if weight is None and self._cacheable():
             weight = self.masked_weight()
