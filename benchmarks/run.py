@@ -4,6 +4,7 @@
     python benchmarks/run.py --workloads W1,W2    # a subset
     python benchmarks/run.py --quick              # a smoke run: fewer repeats, smaller inputs
     python benchmarks/run.py --profile            # + where flowscope's training step goes
+    python benchmarks/run.py --compile none       # without the "flowscope (compiled)" rows
 
 Workloads (issue 7):
   W1   2-D RealNVP, 8 affine couplings, conditioner MLP 2x64, batch 512:
@@ -20,22 +21,37 @@ Every library builds the same architecture (parameter counts are printed and mus
 2%), is timed in the same process with the same thread count, with warm-up calls and the median
 over repeats interleaved across libraries (timing.py).  The table gives flowscope / fastest peer
 for every metric (> 1: flowscope is faster); results go to JSON (``--out``).
+
+Training uses the same optimizer in every library (fused Adam, see timing.train_task).  Beside
+the eager numbers, flowscope's training step is also timed compiled (``torch.compile`` of
+``Flow.loss``, what ``TrainConfig(compile=True)`` does) as a SEPARATE row, with its compile
+time; the eager row is never replaced by it.  Compilation starts from an empty Inductor cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import json
 import math
 import os
 import platform
+import resource
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # keep torch.profiler's start/stop lines quiet
+# Compile times are reported cold (an empty Inductor cache) and on one compile thread: the
+# C++ compiler runs as waited-for child processes, so their CPU time can be counted.
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    _CACHE = os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="fs-bench-inductor-")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import torch  # noqa: E402
 
@@ -48,6 +64,7 @@ import workloads as wl  # noqa: E402
 
 SPEED = ("W1", "W1b", "W2", "W3")
 ALL = SPEED + ("W4", "W5")
+COMPILED = "flowscope (compiled)"
 
 # Per workload: event shape, training batch, log_prob points, samples, and how sampling is
 # reported ("rate": samples/s, "seconds": seconds for the whole draw).
@@ -182,6 +199,8 @@ def speed(workload: str, libs: list[str], args: argparse.Namespace) -> dict:
     for b in built.values():
         b.module.train()
     tasks = {lib: timing.train_task(b, batches, spec["steps"]) for lib, b in built.items()}
+    if workload in args.compile and "flowscope" in built:
+        tasks[COMPILED], out["compile"] = compiled_train_task(workload, batches, spec["steps"])
     _measure(out, "train_steps_per_s", tasks, repeats, 2, args, lambda s: spec["steps"] / s)
     log("  train steps/s   " + _row(out["metrics"]["train_steps_per_s"], "rate"))
 
@@ -214,6 +233,35 @@ def speed(workload: str, libs: list[str], args: argparse.Namespace) -> dict:
     if args.profile:
         out["profile"] = profile_step(built, batches, spec["steps"])
     return out
+
+
+def compiled_train_task(workload: str, batches: list, steps: int):
+    """Flowscope's training step with ``torch.compile(flow.loss)`` (``TrainConfig(compile=True)``).
+
+    A separate model built with the same seed; the first call (``steps`` steps) compiles the
+    forward and backward graphs, and its wall and CPU time (this process plus the C++
+    compiler's child processes) is returned as the compile time.
+    """
+    torch.manual_seed(0)
+    built = wl.builder(workload, "flowscope")()
+    built.module.train()
+    task = timing.train_task(built, batches, steps, loss=torch.compile(built.module.loss))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    w0, c0 = time.perf_counter(), time.process_time()
+    task()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (
+        time.process_time()
+        - c0
+        + (after.ru_utime + after.ru_stime)
+        - (children.ru_utime + children.ru_stime)
+    )
+    info = {"compile_wall_s": time.perf_counter() - w0, "compile_cpu_s": cpu, "cache": "cold"}
+    log(
+        f"  compiled flowscope: first {steps} steps (compilation) took "
+        f"{info['compile_wall_s']:.1f} s wall, {cpu:.1f} s CPU"
+    )
+    return task, info
 
 
 def _measure(
@@ -418,6 +466,22 @@ def table(results: dict) -> str:
                 + " | ".join(cells)
                 + f" | {ratio_s} | {alt_s} | >= {target:g}x{met} |"
             )
+            if COMPILED in values:  # the compiled row, beside (never instead of) the eager one
+                alt_values = res.get(f"metrics_{other}", {}).get(metric, {})
+                ratio = ratio_of({**values, "flowscope": values[COMPILED]}, seconds)
+                alt = ratio_of({**alt_values, "flowscope": alt_values.get(COMPILED)}, seconds)
+                comp = res.get("compile", {})
+                label = (
+                    f"{metric}, {COMPILED}: compile {comp.get('compile_wall_s', math.nan):.0f} s "
+                    f"wall / {comp.get('compile_cpu_s', math.nan):.0f} s CPU, "
+                    f"{values[COMPILED] / fs:.2f}x eager flowscope"
+                )
+                lines.append(
+                    f"| {workload} | {label} | {fmt(values[COMPILED], kind)} | "
+                    + " | ".join(cells)
+                    + f" | {'n/a' if ratio is None else f'**{ratio:.2f}x**'} | "
+                    + f"{'n/a' if alt is None else f'{alt:.2f}x'} | (compiled: no target) |"
+                )
     q = results["workloads"].get("W4")
     if q:
         peer_nll = {p: q["nll"][p] for p in peers if p in q["nll"] and not math.isnan(q["nll"][p])}
@@ -462,6 +526,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--budget", type=float, default=40.0, help="max timed s per lib/metric")
     parser.add_argument("--profile", action="store_true", help="profile one training window")
     parser.add_argument(
+        "--compile",
+        default="W1,W1b,W2",
+        help="workloads that also get a 'flowscope (compiled)' training row, or 'none'",
+    )
+    parser.add_argument(
         "--clock",
         choices=("wall", "cpu"),
         default="wall",
@@ -475,6 +544,7 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = sorted(set(chosen) - set(ALL))
     if unknown:
         parser.error(f"--workloads: unknown {unknown}; choose from {','.join(ALL)}")
+    args.compile = set() if args.compile == "none" else set(args.compile.split(","))
     timing.CLOCK["name"] = args.clock
     torch.set_num_threads(args.threads)
     try:

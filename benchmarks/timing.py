@@ -75,22 +75,31 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def train_task(built: Built, batches: list[Tensor], steps: int, lr: float = 1e-4) -> Callable:
-    """``steps`` training steps: ``-log_prob(x).mean()``, backward, ``torch.optim.Adam`` step.
+def train_task(
+    built: Built,
+    batches: list[Tensor],
+    steps: int,
+    lr: float = 1e-4,
+    loss: Callable[[Tensor], Tensor] | None = None,
+) -> Callable:
+    """``steps`` training steps: ``-log_prob(x).mean()``, backward, fused ``Adam`` step.
 
-    The optimizer is torch's default Adam for every library, so the step time differs only by
-    the model's forward and backward passes.
+    The optimizer is the same for every library: torch's ``Adam`` with ``fused=True`` (one
+    kernel per parameter tensor; torch's default on CPU is a Python loop of about 10 ops per
+    tensor, 1.3 ms per step on W1 against 0.24 ms fused), so the step time differs only by the
+    model's forward and backward passes.  ``loss``: the loss of a batch, by default
+    ``-built.log_prob(x).mean()`` (the compiled row passes its compiled loss).
     """
-    opt = torch.optim.Adam(built.module.parameters(), lr=lr)
+    opt = torch.optim.Adam(built.module.parameters(), lr=lr, fused=True)
     state = {"i": 0}
+    loss_of = loss if loss is not None else (lambda x: -built.log_prob(x).mean())
 
     def run() -> None:
         for _ in range(steps):
             x = batches[state["i"] % len(batches)]
             state["i"] += 1
             opt.zero_grad(set_to_none=True)
-            loss = -built.log_prob(x).mean()
-            loss.backward()
+            loss_of(x).backward()
             opt.step()
 
     return run
