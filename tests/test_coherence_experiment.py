@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from flowscope import plots
 from flowscope.cli import main
+from flowscope.experiments.coherence import saturated_share
 
 
 def _metrics(out: Path) -> dict[str, float]:
@@ -38,12 +40,19 @@ def test_coherence_quick_writes_both_models_metrics(tmp_path: Path) -> None:
             "mean_image_log_pu",
             "coherence_score",
             "typical_set_overlap",
+            "manip_saturated",
+            "manip_saturated_ends",
             "multimodality_smile_pos",
             "non_unimodality_smile_pos",
         ):
             assert f"{p}_{key}" in m, f"{p}_{key}"
             assert math.isfinite(m[f"{p}_{key}"]), f"{p}_{key}"
-        for key in ("smile_monotonic_fraction", "coherence_score", "typical_set_overlap"):
+        for key in (
+            "smile_monotonic_fraction",
+            "coherence_score",
+            "typical_set_overlap",
+            "manip_saturated",
+        ):
             assert 0.0 <= m[f"{p}_{key}"] <= 1.0
         assert m[f"{p}_multimodality_smile_pos"] >= 0.0
         # The mode of a Gaussian base is its most probable point: no sample can beat it.
@@ -52,6 +61,11 @@ def test_coherence_quick_writes_both_models_metrics(tmp_path: Path) -> None:
     dims = 3 * 16 * 16
     assert m["diag_params"] - m["std_params"] == 2 * dims
     assert 0.0 <= m["judge_real_score"] <= 1.0
+    assert 0.0 <= m["real_saturated_share_max"] < 1.0
+    # The experiment's Glows use the bounded (tanh) coupling scale, a documented departure.
+    for tag in ("std", "diag"):
+        options = yaml.safe_load((out / f"M_{tag}" / "config.yaml").read_text())["model_options"]
+        assert (options["scale"], options["clamp"]) == ("tanh", 0.5)
     figures = {p.stem for p in (out / "figures").glob("*.png")}
     assert {
         "c0_summary",
@@ -92,3 +106,10 @@ def test_new_plots_check_their_arguments() -> None:
         plots.typical_set_figure({})
     with pytest.raises(ValueError, match="captions"):
         plots.image_montage(torch.zeros(3, 1, 4, 4), captions=["a"])
+
+
+def test_saturated_share_counts_pixels_at_the_ends_of_the_range() -> None:
+    x = torch.full((3, 1, 2, 2), 7.0)
+    x[1, 0, 0, 0] = 0.0  # one pixel at the bottom of the range
+    x[2] = torch.tensor([[255.0, 300.0], [float("nan"), 3.0]])  # top, beyond, non-finite
+    assert saturated_share(x, 256).tolist() == [0.0, 0.25, 0.75]

@@ -296,3 +296,50 @@ def test_clear_errors() -> None:
         MultiScale([], (1, 4, 4))
     with pytest.raises(ValueError, match="levels"):
         UniformDequantization(1)
+
+
+# --- the couplings' scale (bounded inverse) ------------------------------------------------------
+
+
+def _couplings(flow):
+    from flowscope.transforms import Coupling
+
+    return [m for m in flow.modules() if isinstance(m, Coupling)]
+
+
+def _max_inverse_log_scale(flow) -> float:
+    """Largest per-entry inverse log-scale over the couplings, on far-off-data inputs with
+    perturbed (not identity) conditioners: how much one coupling can amplify when decoding."""
+    torch.manual_seed(0)
+    _perturb(flow, 0.5)
+    worst = 0.0
+    with torch.no_grad():
+        for c in _couplings(flow):
+            y = 30.0 * torch.randn(8, *c.event_shape)
+            _, ladj = c.inverse(y)
+            transformed = int((~c.mask).sum())
+            worst = max(worst, float(ladj.max()) / transformed)
+    return worst
+
+
+def test_glow_scale_defaults_to_seed_sigmoid_and_tanh_bounds_the_inverse() -> None:
+    seed = _tiny_glow((3, 8, 8), 256, levels=2)
+    assert {c.transformer.scale for c in _couplings(seed)} == {"sigmoid"}
+    bounded = _tiny_glow((3, 8, 8), 256, levels=2, scale="tanh", clamp=1.0)
+    couplings = _couplings(bounded)
+    assert len(couplings) == 4 and {c.transformer.scale for c in couplings} == {"tanh"}
+    assert {c.transformer.clamp for c in couplings} == {1.0}
+    # Same parameter count: only the scale's squashing function differs.
+    assert sum(p.numel() for p in seed.parameters()) == sum(p.numel() for p in bounded.parameters())
+    # Seed 000's sigmoid lets the inverse amplify by up to 1000x (log 6.9) per coupling; the
+    # soft clamp keeps every entry's inverse log-scale below clamp = 1.
+    assert _max_inverse_log_scale(seed) > 2.0
+    assert _max_inverse_log_scale(bounded) <= 1.0 + 1e-6
+
+
+def test_glow_scale_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="scale: expected 'sigmoid' or 'tanh', got 'exp'"):
+        glow((1, 8, 8), scale="exp")
+    for bad in (0.0, -1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="clamp: expected a finite number > 0"):
+            glow((1, 8, 8), scale="tanh", clamp=bad)

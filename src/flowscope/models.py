@@ -124,6 +124,8 @@ def realnvp(
     clamp: float = 3.0,
     context_features: int | None = None,
     base: str | Distribution = "standard",
+    actnorm: bool = False,
+    mixing: str = "swap",
 ) -> Flow:
     """RealNVP (Dinh, Sohl-Dickstein & Bengio 2017, arXiv:1605.08803) for vectors.
 
@@ -131,9 +133,28 @@ def realnvp(
     of :class:`~flowscope.transforms.AffineTransformer`, optionally followed each by the
     batch-norm flow layer of section 3.7 (seed 001 section 3.4.3).  Seed 001 used 8 such blocks
     with 1x8 conditioners on pinwheel; the peer benchmark uses 8 with 2x64 (the default here).
+
+    Two optional additions from Glow (Kingma & Dhariwal 2018, arXiv:1807.03039), off by default
+    so that the default stays the paper's RealNVP; the couplings stay affine either way:
+
+    * ``actnorm=True``: an :class:`~flowscope.transforms.ActNorm` (Glow section 3.1, Table 1: a
+      per-feature ``x * exp(log_scale) + shift``, initialized from the first training batch to
+      zero mean and unit variance) before each coupling.  Each conditioner then sees inputs of
+      unit scale whatever the previous layers did; on pinwheel (10 couplings, 2x64, 2,000
+      steps) it cut the gap to the true entropy from 0.40 to 0.16 nats (docs/training.md).
+    * ``mixing="lu"``: an :class:`~flowscope.transforms.LULinear` (Glow section 3.2, eq. 10,
+      identity at initialization) before each coupling, on top of the alternating halves.
+      ``"swap"`` (default) is the paper's plain alternation.  In 2-D the learned linear map can
+      rotate the split axis, which alternating halves cannot do.
+
+    Block ``i``: ``[ActNorm] [LULinear] AffineCoupling(half i % 2) [BatchNorm]``.
     """
     _positive("features", features, 2)
     _positive("layers", layers)
+    if not isinstance(actnorm, bool):
+        raise ValueError(f"actnorm: expected a bool, got {actnorm!r}")
+    if mixing not in ("swap", "lu"):
+        raise ValueError(f"mixing: expected 'swap' or 'lu', got {mixing!r}")
 
     def block(i: int) -> list[Transform]:
         coupling = affine_coupling(
@@ -143,7 +164,10 @@ def realnvp(
             layers=net_layers,
             context_features=context_features,
         )
-        return [coupling, BatchNorm(features)] if batch_norm else [coupling]
+        steps: list[Transform] = [ActNorm(features)] if actnorm else []
+        steps += [LULinear(features)] if mixing == "lu" else []
+        steps.append(coupling)
+        return steps + [BatchNorm(features)] if batch_norm else steps
 
     return Flow(_stack(layers, block), make_base(base, features))
 
@@ -357,6 +381,8 @@ def glow(
     dequantization: str | Transform = "uniform",
     split_prior: bool = False,
     conv_init: str = "permutation",
+    scale: str = "sigmoid",
+    clamp: float = 3.0,
 ) -> Flow:
     """Glow (Kingma & Dhariwal 2018, arXiv:1807.03039) as in seed 000's code.
 
@@ -388,6 +414,10 @@ def glow(
         split_prior: Glow's learned prior on factored-out channels (seed 000 had none).
         conv_init: ``InvertibleConv1x1`` initialization (``"permutation"``: seed 000's code;
             ``"rotation"``: the Glow paper; ``"identity"``).
+        scale, clamp: the couplings' scale (:func:`~flowscope.transforms.glow_step`):
+            ``"sigmoid"`` (seed 000: ``sigmoid(h + 2) + 1e-3``, an inverse that may amplify
+            1000x per coupling) or ``"tanh"`` (``log s = clamp * tanh(h / clamp)``: at most
+            ``exp(clamp)`` either way).
     """
     _positive("levels", levels)
     _positive("steps", steps)
@@ -399,7 +429,8 @@ def glow(
         squeeze = Squeeze(shape=current)
         squeezed = squeeze.output_shape(current)
         flow_steps = [
-            glow_step(squeezed, hidden, flip=k % 2 == 1, init=conv_init) for k in range(steps)
+            glow_step(squeezed, hidden, flip=k % 2 == 1, init=conv_init, scale=scale, clamp=clamp)
+            for k in range(steps)
         ]
         scales.append(Compose(squeeze, *flow_steps))
         current = (squeezed[0] - squeezed[0] // 2, squeezed[1], squeezed[2])

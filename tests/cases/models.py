@@ -8,6 +8,7 @@ form; the case checks the inner stack (closed form in ``forward``), and for plan
 from flowscope import models
 
 from . import Case
+from .image import integers, seeded
 
 
 def _transform(build, **kw):
@@ -31,6 +32,22 @@ CASES: list[Case] = [
         "model-realnvp-bn-ctx",
         _transform(
             models.realnvp, features=3, layers=2, hidden=8, batch_norm=True, context_features=2
+        ),
+        (3,),
+        (models.realnvp,),
+        context=2,
+    ),
+    Case(
+        "model-realnvp-actnorm-lu-bn-ctx",
+        _transform(
+            models.realnvp,
+            features=3,
+            layers=2,
+            hidden=8,
+            actnorm=True,
+            mixing="lu",
+            batch_norm=True,
+            context_features=2,
         ),
         (3,),
         (models.realnvp,),
@@ -92,5 +109,23 @@ CASES: list[Case] = [
         lambda: models.radial(3, layers=3).transform.transform,
         (3,),
         (models.radial,),
+    ),
+    Case(
+        "model-glow-tanh-scale-1x4x4",
+        lambda: (
+            models.glow(
+                (1, 4, 4),
+                levels=2,
+                steps=2,
+                hidden=4,
+                quanta=17,
+                dequantization=seeded(17),
+                scale="tanh",
+                clamp=1.0,
+            ).transform
+        ),
+        (1, 4, 4),
+        (models.glow,),
+        sample=integers(17),
     ),
 ]

@@ -65,6 +65,12 @@ class CoherenceConfig:
     ``data_options`` go to the image loader; ``n_analysis`` caps the fit (val) and score (test)
     splits; ``manipulate`` is the attribute of the strips, the detector and the class-fit
     figures; ``student_attributes`` get Student-t fits too (about 12 s each at 32x32x3).
+
+    ``scale``/``clamp`` choose the Glow couplings' scale (:func:`flowscope.models.glow`).  The
+    default departs from seed 000's ``sigmoid(h + 2) + 1e-3``: ``"tanh"`` with ``clamp = 0.5``
+    bounds each coupling's scale in the generating direction to ``e^0.5 = 1.65`` instead of
+    1000x, which keeps decodes of manipulated latents from exploding (docs/coherence.md);
+    ``scale="sigmoid"`` restores the seed's Glow.
     """
 
     data: str = "synthfaces"
@@ -74,6 +80,8 @@ class CoherenceConfig:
     levels: int = 3
     steps: int = 4
     hidden: int = 64
+    scale: str = "tanh"
+    clamp: float = 0.5
     train_steps: int = 1500
     batch_size: int = 64
     lr: float = 1e-3
@@ -195,13 +203,24 @@ class PixelModel:
         return torch.as_tensor(conf)
 
 
+def saturated_share(x: Tensor, levels: int) -> Tensor:
+    """Per image ``(n, *shape) -> (n,)``: the share of pixels at either end of the range (0 or
+    ``levels - 1``; non-finite ones count).  A decode whose flow inverse exploded lands far
+    outside the logit range of real pixels and shows up as saturated noise."""
+    flat = x.detach().reshape(len(x), -1).double()
+    at_end = (flat <= 0) | (flat >= levels - 1) | ~torch.isfinite(flat)
+    return at_end.double().mean(1)
+
+
 @dataclass
 class Tools:
-    """Flow-independent judges built once from the data."""
+    """Flow-independent judges built once from the data.  ``saturation``: the largest
+    :func:`saturated_share` of a real ``score`` image; a decode above it is "saturated"."""
 
     pixel: PixelModel
     judge: co.ImageJudge
     metrics: dict[str, float]
+    saturation: float
 
 
 def build_tools(
@@ -222,6 +241,7 @@ def build_tools(
     threshold = float(torch.quantile(real_conf.double(), 0.05))
     judge = co.ImageJudge(pixel.confidence, fit.images.float(), conf_threshold=threshold)
     real = float(judge(score.images.float()).double().mean())
+    saturation = float(saturated_share(score.images.float(), score.levels).max())
     return Tools(
         pixel,
         judge,
@@ -230,7 +250,9 @@ def build_tools(
             "judge_conf_threshold": threshold,
             "judge_nn_threshold": judge.nn_threshold,
             "judge_real_score": real,
+            "real_saturated_share_max": saturation,
         },
+        saturation,
     )
 
 
@@ -309,6 +331,10 @@ def analyse(
         # region (the 95% highest-density region {ln p(u) >= q_0.05}, or eq. 5.1's), and do
         # they decode to images the judge accepts?
         good = tools.judge(dec.x).reshape(shape).double()
+        # Exploded inverses: more pixels at 0 or 255 than any real test image has.
+        sat = (saturated_share(dec.x, score.levels) > tools.saturation).reshape(shape).double()
+        m[f"manip_saturated{suffix}"] = float(sat.mean())
+        m[f"manip_saturated_ends{suffix}"] = float(sat[:, [0, -1]].mean())
         lpu = dec.log_pu.reshape(shape).double()
         hdr = lpu >= ts.band[0]
         m[f"manip_judged_coherent{suffix}"] = float(good.mean())
@@ -326,6 +352,7 @@ def analyse(
             )
         art[f"profile_{how}"] = {
             "judged coherent": good.mean(0).numpy(),
+            "saturated (exploded)": sat.mean(0).numpy(),
             "in 95% HDR": hdr.double().mean(0).numpy(),
             f"P({attr}) median": np.median(prob, 0),
         }
@@ -408,6 +435,8 @@ def _train(
             "steps": cfg.steps,
             "hidden": cfg.hidden,
             "base": base,
+            "scale": cfg.scale,
+            "clamp": cfg.clamp,
         },
         train={
             "steps": cfg.train_steps,

@@ -60,6 +60,8 @@ def figures(
         ("paths judged coherent at every alpha (SVM)", f"{key}_paths_coherent"),
         (f"  {key} monotonic fraction among those", f"{key}_monotonic_fraction_coherent_paths"),
         ("manipulated images judged coherent (SVM)", "manip_judged_coherent"),
+        ("manipulated images saturated (SVM)", "manip_saturated"),
+        ("  at |alpha| = 20", "manip_saturated_ends"),
         ("  those with latent in the 95% HDR", "manip_coherent_in_hdr95"),
         (f"class-fit accuracy {attr} (Gaussian)", f"classfit_accuracy_{attr}"),
         (f"class-fit accuracy {attr} (Student-t)", f"studentt_accuracy_{attr}"),
@@ -186,7 +188,10 @@ def figures(
             xlabel="alpha",
         ),
         "Per alpha, over the manipulated test images: the fraction the judge accepts, the fraction "
-        f"whose latent lies in the base's 95% highest-density region, and the median P({attr}). "
+        "saturated (more pixels at either end of the range than any real test image: an exploded "
+        "inverse), the "
+        f"fraction whose latent lies in the base's 95% highest-density region, and the median "
+        f"P({attr}). "
         "Decodes that fail inside the region are property-2 violations (seed 000 section 5.1.1).",
     )
     add_figure(

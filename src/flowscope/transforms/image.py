@@ -359,6 +359,8 @@ def glow_step(
     init: str = "permutation",
     lu: bool = True,
     context_features: int | None = None,
+    scale: str = "sigmoid",
+    clamp: float = 3.0,
 ) -> Compose:
     """One Glow step of flow: ``Compose(ActNorm, InvertibleConv1x1, affine Coupling)``.
 
@@ -367,18 +369,33 @@ def glow_step(
     scale is ``sigmoid(h + 2) + 1e-3`` (``AffineTransformer(scale="sigmoid")``) and the
     conditioner is a ``ConvNet`` on the identity channels.
 
+    The sigmoid scale lies in ``(1e-3, 1 + 1e-3)``: the normalizing direction only contracts,
+    so the generating direction (the inverse) may amplify by up to 1000x per coupling, and a
+    latent off the data's manifold can drive every coupling there at once ("Understanding and
+    Mitigating Exploding Inverses in Invertible Neural Networks", Behrmann et al. 2021,
+    arXiv:2006.09347).  ``scale="tanh"`` bounds the log-scale softly to ``(-clamp, clamp)``
+    (``log s = clamp * tanh(h / clamp)``), so that the coupling's scale amplifies by at most
+    ``exp(clamp)`` in either direction (the shift ``t`` stays unbounded).
+
     Args:
         shape: ``(C, H, W)`` with ``C >= 2``.
         hidden: conditioner width.
         flip: swap the coupling mask's roles.
         init, lu: passed to ``InvertibleConv1x1``.
         context_features: optional context size for the coupling.
+        scale: ``"sigmoid"`` (Glow's code, seed 000) or ``"tanh"`` (soft-clamped log-scale).
+        clamp: the bound ``c`` of ``scale="tanh"``, a number > 0 (unused by ``"sigmoid"``).
     """
     c, h, w = _image_shape("shape", shape)
     if c < 2:
         raise ValueError(f"shape: a Glow step needs C >= 2 channels (squeeze first), got {shape!r}")
+    if scale not in ("sigmoid", "tanh"):
+        raise ValueError(f"scale: expected 'sigmoid' or 'tanh', got {scale!r}")
+    if isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not 0 < clamp < math.inf:
+        raise ValueError(f"clamp: expected a finite number > 0, got {clamp!r}")
     mask = alternating_mask(c, flip=flip)[:, None, None].expand(c, h, w).clone()
-    coupling = image_coupling(mask, AffineTransformer(scale="sigmoid"), hidden, context_features)
+    transformer = AffineTransformer(scale=scale, clamp=float(clamp))
+    coupling = image_coupling(mask, transformer, hidden, context_features)
     return Compose(ActNorm((c, h, w)), InvertibleConv1x1(c, lu=lu, init=init), coupling)
 
 
