@@ -194,7 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     x.set_defaults(func=_cmd_experiment)
 
     d = sub.add_parser("demo", help="train a small flow on pinwheel and write its report")
-    d.add_argument("--steps", type=int, default=1200)
+    d.add_argument("--steps", type=int, default=4000)
     d.add_argument("--out")
     d.set_defaults(func=_cmd_demo)
     return p
