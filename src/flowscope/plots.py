@@ -275,6 +275,21 @@ def training_curves(records: Sequence[Mapping[str, Any]]) -> Figure:
     return fig
 
 
+def _images(images: Any, nrow: int, captions: Sequence[str] | None) -> np.ndarray:
+    """The checked inputs of :func:`image_grid` / :func:`image_montage` as floats in [0, 1]."""
+    if isinstance(images, Tensor):
+        images = images.detach().cpu().numpy()
+    imgs = np.asarray(images)
+    if imgs.ndim != 4 or imgs.shape[1] not in (1, 3) or len(imgs) == 0:
+        raise ValueError(f"images: expected shape (n >= 1, C in {{1, 3}}, H, W), got {imgs.shape}")
+    if not isinstance(nrow, int) or nrow < 1:
+        raise ValueError(f"nrow: expected an integer >= 1, got {nrow!r}")
+    if captions is not None and len(captions) != len(imgs):
+        raise ValueError(f"captions: expected {len(imgs)} captions, got {len(captions)}")
+    imgs = imgs.astype(np.float64) / 255.0 if imgs.dtype == np.uint8 else _array("images", imgs)
+    return np.clip(imgs, 0.0, 1.0)
+
+
 def image_grid(images: Any, nrow: int = 8, captions: Sequence[str] | None = None) -> Figure:
     """Images on a grid, each with an optional caption under it.
 
@@ -286,19 +301,7 @@ def image_grid(images: Any, nrow: int = 8, captions: Sequence[str] | None = None
         nrow: images per row (the torchvision ``make_grid`` convention).
         captions: ``n`` strings.
     """
-    if isinstance(images, Tensor):
-        images = images.detach().cpu().numpy()
-    imgs = np.asarray(images)
-    if imgs.ndim != 4 or imgs.shape[1] not in (1, 3) or len(imgs) == 0:
-        raise ValueError(f"images: expected shape (n >= 1, C in {{1, 3}}, H, W), got {imgs.shape}")
-    if not isinstance(nrow, int) or nrow < 1:
-        raise ValueError(f"nrow: expected an integer >= 1, got {nrow!r}")
-    if captions is not None and len(captions) != len(imgs):
-        raise ValueError(f"captions: expected {len(imgs)} captions, got {len(captions)}")
-    if imgs.dtype == np.uint8:
-        imgs = imgs.astype(np.float64) / 255.0
-    else:
-        imgs = np.clip(_array("images", imgs), 0.0, 1.0)
+    imgs = _images(images, nrow, captions)
     cols = min(nrow, len(imgs))
     rows = math.ceil(len(imgs) / cols)
     extra = 0.35 if captions is not None else 0.0
@@ -689,17 +692,7 @@ def image_montage(
     """Like :func:`image_grid` (same inputs), drawn as ONE picture with the captions as text
     under each tile: one Axes instead of one per image, so long manipulation strips (seed 000
     Figs. 5.5-5.8: rows of 21 images) render several times faster."""
-    if isinstance(images, Tensor):
-        images = images.detach().cpu().numpy()
-    imgs = np.asarray(images)
-    if imgs.ndim != 4 or imgs.shape[1] not in (1, 3) or len(imgs) == 0:
-        raise ValueError(f"images: expected shape (n >= 1, C in {{1, 3}}, H, W), got {imgs.shape}")
-    if not isinstance(nrow, int) or nrow < 1:
-        raise ValueError(f"nrow: expected an integer >= 1, got {nrow!r}")
-    if captions is not None and len(captions) != len(imgs):
-        raise ValueError(f"captions: expected {len(imgs)} captions, got {len(captions)}")
-    imgs = imgs.astype(np.float64) / 255.0 if imgs.dtype == np.uint8 else _array("images", imgs)
-    imgs = np.clip(imgs, 0.0, 1.0)
+    imgs = _images(images, nrow, captions)
     n, c, h, w = imgs.shape
     cols = min(nrow, n)
     rows = math.ceil(n / cols)
