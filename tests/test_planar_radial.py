@@ -186,7 +186,7 @@ def test_radial_flow_density_integrates_to_one_and_agrees_with_sampling() -> Non
 def test_bad_inputs() -> None:
     for cls in (Planar, Radial):
         for bad in (0, -1, 2.0, True):
-            with pytest.raises(ValueError, match=r"^features: expected a positive int"):
+            with pytest.raises(ValueError, match=r"^features: expected an int >= 1"):
                 cls(bad)
         t = cls(3)
         with pytest.raises(ValueError, match=r"^x: expected shape \(batch, 3\), got \(2, 4\)"):

@@ -11,7 +11,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["check_finite", "check_event_shape", "check_context", "check_positive", "check_interval"]
+__all__ = [
+    "check_finite",
+    "check_event_shape",
+    "check_context",
+    "check_positive",
+    "check_interval",
+    "check_int",
+    "check_image_shape",
+]
 
 
 def _under_vmap(x: Tensor) -> bool:
@@ -96,6 +104,26 @@ def check_positive(name: str, value: float) -> None:
         isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")
     ):
         raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+
+
+def check_int(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` if it is an int (not a bool) ``>= minimum``; else a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_image_shape(name: str, shape: object) -> tuple[int, int, int]:
+    """``shape`` as a tuple ``(C, H, W)`` of positive ints; else a ``ValueError``."""
+    try:
+        out = tuple(shape)  # type: ignore[arg-type]
+    except TypeError:
+        out = ()
+    if len(out) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in out):
+        raise ValueError(
+            f"{name}: expected an image shape (C, H, W) of positive ints, got {shape!r}"
+        )
+    return out  # type: ignore[return-value]
 
 
 def check_interval(name: str, x: Tensor, low: float, high: float) -> None:

@@ -46,7 +46,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from .._checks import check_event_shape, check_finite, check_positive
+from .._checks import check_event_shape, check_finite, check_int, check_positive
 from ..distributions import DiagonalNormal, Distribution, Logistic, StandardNormal, StudentT
 from ..flow import Flow
 
@@ -94,12 +94,6 @@ def _device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_quantiles(quantiles: tuple[float, float]) -> tuple[float, float]:
     lo, hi = (float(q) for q in quantiles)
     if not (0.0 <= lo < hi <= 1.0):
@@ -110,7 +104,7 @@ def _check_quantiles(quantiles: tuple[float, float]) -> tuple[float, float]:
 @contextlib.contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch's global generators for a block without disturbing them afterwards."""
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     cuda = [device.index if device.index is not None else 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
@@ -163,7 +157,7 @@ def encode_dataset(flow: Flow, data: Any, batch_size: int = 256, labels: Any = N
     Returns:
         :class:`EncodedData` on the CPU; ``u`` is flattened to ``(N, D)``.
     """
-    _check_int("batch_size", batch_size)
+    check_int("batch_size", batch_size)
     device = _device(flow)
     parts: list[tuple[Tensor, ...]] = []
     ys: list[Tensor] = []
@@ -190,7 +184,7 @@ def encode_dataset(flow: Flow, data: Any, batch_size: int = 256, labels: Any = N
 def decode_latents(flow: Flow, u: Tensor, batch_size: int = 256) -> DecodedLatents:
     """Decode latents ``u (N, *base.shape)`` with ``ln p(x) = ln p(u) - log|det dT/du|`` (the
     exact inverse log-det, no re-encoding): what seed 000 prints under every image."""
-    _check_int("batch_size", batch_size)
+    check_int("batch_size", batch_size)
     check_event_shape("u", u, flow.base.shape)
     check_finite("u", u)
     device = _device(flow)
@@ -217,7 +211,7 @@ def tempered_samples(
 ) -> DecodedLatents:
     """``n`` samples drawn at ``temperature`` (seed 000 Figs. 3.9-3.10, tau = 0.7: the base's
     spread scaled by tau) with their UNtempered ``ln p(x)`` and ``ln p(u)``; seeded."""
-    _check_int("n", n)
+    check_int("n", n)
     check_positive("temperature", temperature)
     with torch.no_grad(), _seeded(seed, _device(flow)):
         u = flow.base.sample(n, float(temperature))
@@ -333,8 +327,8 @@ def typical_set(
     base = source.base if isinstance(source, Flow) else source
     if not isinstance(base, Distribution):
         raise ValueError(f"source: expected a Flow or a Distribution, got {type(source).__name__}")
-    _check_int("n", n, 2)
-    _check_int("batch_size", batch_size)
+    check_int("n", n, 2)
+    check_int("batch_size", batch_size)
     check_positive("temperature", temperature)
     q = _check_quantiles(quantiles)
     with torch.no_grad():
@@ -416,9 +410,9 @@ def coherence_score(
         band: an explicit ``(low, high)`` range of ``ln p(u)`` instead of ``quantiles``, e.g.
             ``(two_sigma_bound(flow), math.inf)`` for eq. 5.1's region.
     """
-    _check_int("n", n)
-    n_ref = _check_int("n_reference", n if n_reference is None else n_reference, 2)
-    _check_int("batch_size", batch_size)
+    check_int("n", n)
+    n_ref = check_int("n_reference", n if n_reference is None else n_reference, 2)
+    check_int("batch_size", batch_size)
     check_positive("temperature", temperature)
     q = _check_quantiles(quantiles)
     base = flow.base
@@ -525,7 +519,7 @@ class ImageJudge:
         check_finite("reference_images", reference_images)
         self.confidence_fn = confidence_fn
         self.conf_threshold = float(conf_threshold)
-        self.chunk = _check_int("chunk", chunk)
+        self.chunk = check_int("chunk", chunk)
         self.reference = reference_images.detach().reshape(len(reference_images), -1).float().cpu()
         real = _nn_distance(self.reference, self.reference, chunk, exclude_self=True)
         self.nn_threshold = float(torch.quantile(real.double(), nn_quantile))

@@ -28,17 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import _tracing, check_context, check_event_shape, check_finite
+from .._checks import _tracing, check_context, check_event_shape, check_finite, check_int
 from .base import Inverse, Transform
 from .transformers import Transformer
 
 __all__ = ["MADE", "MaskedAutoregressive", "InverseAutoregressive"]
-
-
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def _make_order(features: int, order: str | Tensor | Sequence[int], seed: int | None) -> Tensor:
@@ -279,12 +273,12 @@ class MADE(nn.Module):
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
-        self.features = _positive_int("features", features)
-        self.params_per_dim = _positive_int("params_per_dim", params_per_dim)
-        _positive_int("hidden", hidden)
-        self.num_hidden_layers = _positive_int("layers", layers, minimum=0)
+        self.features = check_int("features", features)
+        self.params_per_dim = check_int("params_per_dim", params_per_dim)
+        check_int("hidden", hidden)
+        self.num_hidden_layers = check_int("layers", layers, minimum=0)
         if context_features is not None:
-            _positive_int("context_features", context_features)
+            check_int("context_features", context_features)
         self.context_features = context_features
 
         perm = _make_order(features, order, seed)

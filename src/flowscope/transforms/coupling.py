@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_context, check_event_shape
+from .._checks import check_context, check_event_shape, check_image_shape, check_int
 from ..nets import MLP
 from .base import Transform
 from .splines import RationalQuadraticSpline
@@ -45,21 +45,6 @@ __all__ = [
     "affine_coupling",
     "spline_coupling",
 ]
-
-
-def _check_count(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return value
-
-
-def _image_shape(shape: Sequence[int]) -> tuple[int, int, int]:
-    shape = tuple(shape)
-    if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(
-            f"shape: expected an image event shape (C, H, W) of positive ints, got {shape!r}"
-        )
-    return shape  # type: ignore[return-value]
 
 
 def _contiguous_blocks(flat: Tensor) -> tuple[bool, int] | None:
@@ -80,7 +65,7 @@ def half_mask(features: int, flip: bool = False) -> Tensor:
     ``flip=False`` TRANSFORMS the first ``features // 2`` entries (False) and conditions on the
     remaining ``features - features // 2`` (True); ``flip=True`` swaps the roles.
     """
-    _check_count("features", features, 2)
+    check_int("features", features, 2)
     mask = torch.arange(features) >= features // 2
     return ~mask if flip else mask
 
@@ -91,7 +76,7 @@ def alternating_mask(features: int, flip: bool = False) -> Tensor:
     ``flip=False`` TRANSFORMS the even indices (0, 2, ...) and conditions on the odd ones;
     ``flip=True`` swaps the roles.
     """
-    _check_count("features", features, 2)
+    check_int("features", features, 2)
     mask = torch.arange(features) % 2 == 1
     return ~mask if flip else mask
 
@@ -102,7 +87,7 @@ def checkerboard_mask(shape: Sequence[int], flip: bool = False) -> Tensor:
     ``flip=False`` TRANSFORMS the pixels with ``(h + w)`` even (in every channel) and conditions
     on those with ``(h + w)`` odd (True); ``flip=True`` swaps the roles.
     """
-    c, h, w = _image_shape(shape)
+    c, h, w = check_image_shape("shape", shape)
     if h * w < 2:
         raise ValueError(f"shape: a checkerboard needs H * W >= 2, got {(c, h, w)}")
     parity = (torch.arange(h)[:, None] + torch.arange(w)[None, :]) % 2 == 1
@@ -116,7 +101,7 @@ def channel_mask(shape: Sequence[int], flip: bool = False) -> Tensor:
     ``flip=False`` TRANSFORMS the first ``C // 2`` channels and conditions on the remaining
     ``C - C // 2`` (True); ``flip=True`` swaps the roles.
     """
-    c, h, w = _image_shape(shape)
+    c, h, w = check_image_shape("shape", shape)
     if c < 2:
         raise ValueError(f"shape: a channel mask needs C >= 2 channels, got {(c, h, w)}")
     mask = (torch.arange(c) >= c // 2)[:, None, None].expand(c, h, w).clone()
@@ -178,7 +163,7 @@ class Coupling(Transform):
                 f"transformer: expected a flowscope Transformer, got {type(transformer).__name__}"
             )
         if context_features is not None:
-            _check_count("context_features", context_features, 1)
+            check_int("context_features", context_features, 1)
         n_identity = int(mask.sum())
         n_transformed = mask.numel() - n_identity
         if n_transformed == 0:
@@ -202,8 +187,8 @@ class Coupling(Transform):
                     f"net: an image event shape {self.event_shape} needs a conditioner network "
                     f"mapping (batch, C + context, H, W) to (batch, C * {params}, H, W), got None"
                 )
-            _check_count("hidden", hidden, 1)
-            _check_count("layers", layers, 0)
+            check_int("hidden", hidden, 1)
+            check_int("layers", layers, 0)
             net = MLP(n_identity + (context_features or 0), n_transformed * params, hidden, layers)
         self.net = net
         # Architecture, not weights: derived from the constructor arguments, so kept out of the

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import _tracing, check_event_shape, check_finite
+from .._checks import _tracing, check_event_shape, check_finite, check_image_shape
 from .base import Compose, Transform, sum_except_batch
 from .coupling import Coupling, checkerboard_mask
-from .image import ConvNet, _image_shape
+from .image import ConvNet
 from .transformers import AffineTransformer
 
 __all__ = ["UniformDequantization", "VariationalDequantization"]
@@ -169,7 +169,7 @@ class VariationalDequantization(Transform):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        shape = _image_shape("shape", shape)
+        shape = check_image_shape("shape", shape)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
         self.shape = shape

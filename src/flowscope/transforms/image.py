@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import _tracing, check_event_shape
+from .._checks import _tracing, check_event_shape, check_image_shape
 from .base import Compose, Transform
 from .coupling import Coupling, _ChannelCoupling, _ChannelSelect, alternating_mask
 from .normalization import ActNorm
@@ -46,18 +46,6 @@ def _count(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
     return value
-
-
-def _image_shape(name: str, shape: Sequence[int]) -> Shape:
-    try:
-        out = tuple(shape)
-    except TypeError:
-        out = ()
-    if len(out) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in out):
-        raise ValueError(
-            f"{name}: expected an image shape (C, H, W) of positive ints, got {shape!r}"
-        )
-    return out  # type: ignore[return-value]
 
 
 def output_shape(transform: Transform, shape: Sequence[int]) -> tuple[int, ...]:
@@ -93,13 +81,13 @@ class Squeeze(Transform):
     def __init__(self, factor: int = 2, shape: Sequence[int] | None = None) -> None:
         super().__init__()
         self.factor = _count("factor", factor, 2)
-        self.shape = None if shape is None else _image_shape("shape", shape)
+        self.shape = None if shape is None else check_image_shape("shape", shape)
         if self.shape is not None:
             self.output_shape(self.shape)
 
     def output_shape(self, shape: Sequence[int], name: str = "shape") -> Shape:
         """The squeezed event shape; raises when ``H`` or ``W`` is not divisible by ``factor``."""
-        c, h, w = _image_shape(name, shape)
+        c, h, w = check_image_shape(name, shape)
         f = self.factor
         if h % f or w % f:
             raise ValueError(
@@ -386,7 +374,7 @@ def glow_step(
         scale: ``"sigmoid"`` (Glow's code, seed 000) or ``"tanh"`` (soft-clamped log-scale).
         clamp: the bound ``c`` of ``scale="tanh"``, a number > 0 (unused by ``"sigmoid"``).
     """
-    c, h, w = _image_shape("shape", shape)
+    c, h, w = check_image_shape("shape", shape)
     if c < 2:
         raise ValueError(f"shape: a Glow step needs C >= 2 channels (squeeze first), got {shape!r}")
     if scale not in ("sigmoid", "tanh"):
@@ -507,7 +495,7 @@ class MultiScale(Compose):
     def __init__(
         self, levels: Sequence[Transform], shape: Sequence[int], split_prior: bool = False
     ) -> None:
-        shape = _image_shape("shape", shape)
+        shape = check_image_shape("shape", shape)
         levels = list(levels) if isinstance(levels, (list, tuple)) else [levels]
         if not levels or not all(isinstance(t, Transform) for t in levels):
             raise ValueError(f"levels: expected a non-empty list of Transforms, got {levels!r:.80}")
@@ -572,3 +560,7 @@ class MultiScale(Compose):
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, latent_shapes={self.latent_shapes}"
+
+
+# Kept for models.py until its import moves to _checks.
+_image_shape = check_image_shape

@@ -15,16 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import _tracing, check_event_shape
+from .._checks import _tracing, check_event_shape, check_int
 from .base import Transform
 
 __all__ = ["LULinear", "Permutation", "ReversePermutation", "RandomPermutation"]
-
-
-def _check_features(features: int) -> int:
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-        raise ValueError(f"features: expected an int >= 1, got {features!r}")
-    return features
 
 
 def _generator(seed: int | None) -> torch.Generator | None:
@@ -71,7 +65,7 @@ class LULinear(Transform):
 
     def __init__(self, features: int, identity_init: bool = True, seed: int | None = None) -> None:
         super().__init__()
-        d = self.features = _check_features(features)
+        d = self.features = check_int("features", features)
         generator = _generator(seed)
         rows, cols = torch.tril_indices(d, d, offset=-1)
         # Index buffers are derived from D alone, so they stay out of the state dict.
@@ -247,7 +241,7 @@ class ReversePermutation(Permutation):
     """
 
     def __init__(self, features: int) -> None:
-        super().__init__(torch.arange(_check_features(features) - 1, -1, -1))
+        super().__init__(torch.arange(check_int("features", features) - 1, -1, -1))
 
 
 class RandomPermutation(Permutation):
@@ -262,4 +256,6 @@ class RandomPermutation(Permutation):
     """
 
     def __init__(self, features: int, seed: int | None = None) -> None:
-        super().__init__(torch.randperm(_check_features(features), generator=_generator(seed)))
+        super().__init__(
+            torch.randperm(check_int("features", features), generator=_generator(seed))
+        )

@@ -30,16 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_event_shape, check_finite
+from .._checks import check_event_shape, check_finite, check_int
 from .base import Transform
 
 __all__ = ["Planar", "Radial"]
-
-
-def _check_features(features: int) -> int:
-    if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-        raise ValueError(f"features: expected a positive int, got {features!r}")
-    return features
 
 
 def _softplus_inverse(y: float) -> float:
@@ -70,7 +64,7 @@ class Planar(Transform):
 
     def __init__(self, features: int) -> None:
         super().__init__()
-        self.features = _check_features(features)
+        self.features = check_int("features", features)
         bound = 1.0 / math.sqrt(features)
         # Random (not zero) init: w = 0 would leave u_hat undefined and tanh(b) constant.
         self.u = nn.Parameter(torch.empty(features).uniform_(-bound, bound))
@@ -141,7 +135,7 @@ class Radial(Transform):
 
     def __init__(self, features: int) -> None:
         super().__init__()
-        self.features = _check_features(features)
+        self.features = check_int("features", features)
         self.z0 = nn.Parameter(torch.randn(features) / math.sqrt(features))
         self.alpha_raw = nn.Parameter(torch.tensor(_softplus_inverse(1.0)))
         # softplus(beta_raw) = alpha  <=>  beta = 0.
