@@ -135,7 +135,9 @@ def test_stacked_maf_with_staircase_layers_equals_a_loop():
     lp[:, 1].sum().backward()
     reference[:, 1].sum().backward()
     for name, p in stacked.components.flow.named_parameters():
-        torch.testing.assert_close(p.grad[1], flows[1].get_parameter(name).grad, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            p.grad[1], flows[1].get_parameter(name).grad, atol=1e-4, rtol=1e-4
+        )
 
 
 def test_top_level_export():
