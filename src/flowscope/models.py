@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ._checks import check_image_shape, check_int
 from .distributions import DiagonalNormal, Distribution, Logistic, StandardNormal
 from .flow import Flow
 from .transforms import (
@@ -43,7 +44,6 @@ from .transforms import (
     half_mask,
     image_coupling,
 )
-from .transforms.image import _image_shape
 
 __all__ = [
     "nice",
@@ -57,12 +57,6 @@ __all__ = [
     "glow",
     "realnvp_image",
 ]
-
-
-def _positive(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return value
 
 
 def make_base(base: str | Distribution, features: int) -> Distribution:
@@ -100,8 +94,8 @@ def nice(
     3.4).  The paper used 4 couplings with 5x1000 ReLU conditioners on MNIST; ``hidden`` and
     ``net_layers`` size the conditioners here.
     """
-    _positive("features", features, 2)
-    _positive("layers", layers)
+    check_int("features", features, 2)
+    check_int("layers", layers)
     steps: list[Transform] = [
         additive_coupling(
             half_mask(features, flip=i % 2 == 1),
@@ -149,8 +143,8 @@ def realnvp(
 
     Block ``i``: ``[ActNorm] [LULinear] AffineCoupling(half i % 2) [BatchNorm]``.
     """
-    _positive("features", features, 2)
-    _positive("layers", layers)
+    check_int("features", features, 2)
+    check_int("layers", layers)
     if not isinstance(actnorm, bool):
         raise ValueError(f"actnorm: expected a bool, got {actnorm!r}")
     if mixing not in ("swap", "lu"):
@@ -183,8 +177,8 @@ def _autoregressive(
     transformer_factory,
     base: str | Distribution,
 ) -> Flow:
-    _positive("features", features, 1)
-    _positive("layers", layers)
+    check_int("features", features, 1)
+    check_int("layers", layers)
 
     def block(i: int) -> list[Transform]:
         # The MAF paper reverses the variable order between layers (section 3.2).
@@ -275,9 +269,9 @@ def nsf(
     ``autoregressive=True`` (RQ-NSF (AR)): spline MADE layers with reversed orders between them.
     ``bins`` K=8 and tail bound B=3 are the paper's toy settings.
     """
-    _positive("features", features, 1 if autoregressive else 2)
-    _positive("layers", layers)
-    _positive("bins", bins, 2)
+    check_int("features", features, 1 if autoregressive else 2)
+    check_int("layers", layers)
+    check_int("bins", bins, 2)
     if autoregressive:
         return _autoregressive(
             MaskedAutoregressive,
@@ -309,8 +303,8 @@ def nsf(
 def _generative(
     layer: type[nn.Module], features: int, layers: int, base: str | Distribution
 ) -> Flow:
-    _positive("features", features)
-    _positive("layers", layers)
+    check_int("features", features)
+    check_int("layers", layers)
     # Planar/radial maps are closed-form in the generative direction u -> x (Rezende & Mohamed
     # 2015, eqs. 10-14).  Wrapping them in Inverse makes Flow.sample / sample_and_log_prob use
     # that closed form, which is what variational inference (reverse KL) needs.
@@ -338,7 +332,7 @@ def radial(features: int, layers: int = 16, base: str | Distribution = "standard
 
 def _image_size(shape: object, squeezes: int, recipe: str, levels: int) -> tuple[int, int, int]:
     """Validate ``(C, H, W)`` and that ``H``, ``W`` survive ``squeezes`` halvings."""
-    out = _image_shape("shape", shape)  # type: ignore[arg-type]
+    out = check_image_shape("shape", shape)  # type: ignore[arg-type]
     f = 2**squeezes
     if out[1] % f or out[2] % f:
         fits = 0
@@ -419,9 +413,9 @@ def glow(
             1000x per coupling) or ``"tanh"`` (``log s = clamp * tanh(h / clamp)``: at most
             ``exp(clamp)`` either way).
     """
-    _positive("levels", levels)
-    _positive("steps", steps)
-    _positive("quanta", quanta, 2)
+    check_int("levels", levels)
+    check_int("steps", steps)
+    check_int("quanta", quanta, 2)
     shape = _image_size(shape, levels, "glow", levels)
     scales: list[Transform] = []
     current = shape
@@ -469,8 +463,8 @@ def realnvp_image(
             to RealNVP's 0.05).
         clamp: bound of the log-scale.
     """
-    _positive("levels", levels)
-    _positive("quanta", quanta, 2)
+    check_int("levels", levels)
+    check_int("quanta", quanta, 2)
     shape = _image_size(shape, levels - 1, "realnvp_image", levels)
     if shape[1] * shape[2] < 2 * 4 ** (levels - 1):
         raise ValueError(

@@ -560,7 +560,3 @@ class MultiScale(Compose):
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, latent_shapes={self.latent_shapes}"
-
-
-# Kept for models.py until its import moves to _checks.
-_image_shape = check_image_shape
