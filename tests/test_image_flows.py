@@ -338,7 +338,7 @@ def test_glow_scale_defaults_to_seed_sigmoid_and_tanh_bounds_the_inverse() -> No
 
 
 def test_glow_scale_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="scale: expected 'sigmoid' or 'tanh', got 'exp'"):
+    with pytest.raises(ValueError, match="scale: expected 'tanh' or 'sigmoid', got 'exp'"):
         glow((1, 8, 8), scale="exp")
     for bad in (0.0, -1.0, float("inf"), True):
         with pytest.raises(ValueError, match="clamp: expected a finite number > 0"):

@@ -377,12 +377,8 @@ def glow_step(
     c, h, w = check_image_shape("shape", shape)
     if c < 2:
         raise ValueError(f"shape: a Glow step needs C >= 2 channels (squeeze first), got {shape!r}")
-    if scale not in ("sigmoid", "tanh"):
-        raise ValueError(f"scale: expected 'sigmoid' or 'tanh', got {scale!r}")
-    if isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not 0 < clamp < math.inf:
-        raise ValueError(f"clamp: expected a finite number > 0, got {clamp!r}")
     mask = alternating_mask(c, flip=flip)[:, None, None].expand(c, h, w).clone()
-    transformer = AffineTransformer(scale=scale, clamp=float(clamp))
+    transformer = AffineTransformer(scale=scale, clamp=clamp)  # validates both
     coupling = image_coupling(mask, transformer, hidden, context_features)
     return Compose(ActNorm((c, h, w)), InvertibleConv1x1(c, lu=lu, init=init), coupling)
 

@@ -14,6 +14,8 @@ identity (a zero-initialized conditioner starts the flow at the identity).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -63,9 +65,10 @@ class AffineTransformer(Transformer):
     def __init__(self, scale: str = "tanh", clamp: float = 3.0, eps: float = 1e-3) -> None:
         if scale not in ("tanh", "sigmoid"):
             raise ValueError(f"scale: expected 'tanh' or 'sigmoid', got {scale!r}")
-        if not clamp > 0:
-            raise ValueError(f"clamp: expected a number > 0, got {clamp!r}")
-        self.scale, self.clamp, self.eps = scale, clamp, eps
+        number = isinstance(clamp, (int, float)) and not isinstance(clamp, bool)
+        if not (number and 0 < clamp < math.inf):
+            raise ValueError(f"clamp: expected a finite number > 0, got {clamp!r}")
+        self.scale, self.clamp, self.eps = scale, float(clamp), eps
 
     def _log_scale(self, h: Tensor) -> Tensor:
         if self.scale == "tanh":
