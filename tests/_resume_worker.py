@@ -75,14 +75,16 @@ def data() -> tuple[Tensor, Tensor]:
     return x[:250], x[250:]
 
 
-def train(out_dir: Path, resume: bool = False, sleep: float = 0.0) -> dict[str, Tensor]:
+def train(
+    out_dir: Path, resume: bool = False, sleep: float = 0.0, ema: float | None = None
+) -> dict[str, Tensor]:
     torch.manual_seed(0)  # the model's initialization
     model = NoisyFlow(sleep)
     train_x, val_x = data()
     trainer = Trainer(
         model, train_x, val_x, out_dir=out_dir, resume=resume, progress=False,
         steps=STEPS, batch_size=32, lr=2e-2, schedule="plateau", patience=1, eval_every=5,
-        checkpoint_every=CHECKPOINT_EVERY, grad_clip=1.0, seed=7, tensorboard=False,
+        checkpoint_every=CHECKPOINT_EVERY, grad_clip=1.0, seed=7, tensorboard=False, ema=ema,
     )  # fmt: skip
     trainer.fit()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -28,7 +28,7 @@ def _build(model: str) -> torch.nn.Module:
 def test_rows_respect_the_parameter_budget(model):
     params = sum(p.numel() for p in _build(model).parameters())
     assert 0 < params <= 100_000
-    assert set(toy_gap.TRAINING[model]) == {"steps", "lr"}
+    assert set(toy_gap.TRAINING[model]) == {"steps", "lr", "grad_clip"}
 
 
 def test_realnvp_row_is_affine_couplings_on_alternating_halves():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -333,9 +334,11 @@ def _state_dicts_equal(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_after_a_crash_is_exact_and_needs_the_rng_states(tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_resume_after_a_crash_is_exact_and_needs_the_rng_states(tmp_path, monkeypatch, ema):
     worker = _worker()
     monkeypatch.setattr(worker, "STEPS", 30)
+    monkeypatch.setattr(worker, "train", functools.partial(worker.train, ema=ema))
     reference = worker.train(tmp_path / "ref")
 
     class Crash(Exception):
@@ -393,6 +396,44 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     resumed = load_file(str(run / "final.safetensors"))
     reference = load_file(str(tmp_path / "ref" / "final.safetensors"))
     assert _state_dicts_equal(resumed, reference)
+
+
+def test_ema_is_the_polyak_average_of_the_iterates_and_is_what_evaluation_sees(tmp_path):
+    x = torch.randn(256, 2) * 2 + 1
+
+    def trainer(**options):
+        torch.manual_seed(0)
+        return Trainer(_flow(), x, x[:64], progress=False, batch_size=32, lr=0.05,
+                       schedule="constant", eval_every=1000, seed=3, tensorboard=False,
+                       **options)  # fmt: skip
+
+    # The raw trajectory, one step at a time (the average must not change it).
+    plain, iterates = trainer(steps=1), []
+    for k in range(1, 13):
+        plain.config.steps = k
+        plain.fit()
+        iterates.append(torch.cat([p.detach().flatten() for p in plain._params()]))
+    expected = iterates[0].clone()
+    for n, p in enumerate(iterates[1:], start=1):
+        decay = min(0.8, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * p
+    averaged = trainer(steps=12, ema=0.8, out_dir=tmp_path / "run")
+    averaged.fit()
+    final = torch.cat([p.detach().flatten() for p in averaged._params()])
+    torch.testing.assert_close(final, expected, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(final, iterates[-1])  # the average is not the last iterate
+    # best/ holds the averaged weights; last/ the raw ones and the average for resuming.
+    best, last = _flow(), _flow()
+    load_checkpoint(tmp_path / "run" / "best", best)
+    meta = load_checkpoint(tmp_path / "run" / "last", last)
+    flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
+    torch.testing.assert_close(flat(best), expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(flat(last), iterates[-1], rtol=0, atol=0)
+    torch.testing.assert_close(torch.cat([t.flatten() for t in meta["extra"]["ema"]]), expected,
+                               rtol=1e-6, atol=1e-7)  # fmt: skip
+    assert averaged.evaluate() == pytest.approx(averaged.model.loss(x[:64]).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="ema: expected None or a number in"):
+        TrainConfig(ema=1.0)
 
 
 # ----------------------------------------------------------------------------- reverse KL

@@ -21,7 +21,8 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 # The trainer's attributes that a checkpoint holds (with the optimizer, schedule and RNG states).
 _STATE_KEYS = ("step", "epoch", "position", "bad_run", "bad_total", "best", "eval_window",
-               "log_window", "elapsed", "last_val", "last_train")  # fmt: skip
+               "log_window", "elapsed", "last_val", "last_train", "ema_updates")  # fmt: skip
 Batch = Tensor | tuple
 
 
@@ -99,6 +100,13 @@ class TrainConfig:
             compiled (its eager blockwise MADE kernel is not used under a compiler).
             Evaluation stays eager.  Batches are checked for NaN/inf before the compiled call,
             since the models' checks inside compiled code are skipped.
+        ema: decay of an exponential moving average of the trainable parameters (Polyak
+            averaging; e.g. 0.999), or None.  The average starts as the weights after the
+            first update; the k-th update after that uses the decay
+            ``min(ema, (1 + k) / (10 + k))``, so early iterates are forgotten quickly.
+            Evaluation, ``best/`` and the model after :meth:`fit` use the averaged weights;
+            ``last/`` keeps the raw weights and the average, so a resumed run is still exact.
+            Buffers (ActNorm's flag, BatchNorm statistics) are not averaged.
     """
 
     steps: int = 10_000
@@ -121,6 +129,7 @@ class TrainConfig:
     seed: int = 0
     max_bad_steps: int = 10
     compile: bool | str = False
+    ema: float | None = None
 
     def __post_init__(self) -> None:
         def is_int(v: Any) -> bool:
@@ -146,6 +155,8 @@ class TrainConfig:
              "'plateau', 'cosine' or 'constant'"),
             (("compile",), lambda v: isinstance(v, bool) or (isinstance(v, str) and v != ""),
              "True, False or a torch.compile backend name"),
+            (("ema",), lambda v: v is None or (is_num(v) and 0 < v < 1),
+             "None or a number in (0, 1)"),
         ]  # fmt: skip
         for names, ok, expected in rules:
             for name in names:
@@ -327,6 +338,10 @@ class Trainer:
         self._writer: Any = None
         self._tb: Any = None
         self._perm, self._perm_epoch = torch.empty(0, dtype=torch.long), -1
+        # The parameter average (``config.ema``), in the optimizer's parameter order; created
+        # at the first update so that data-dependent initializations (ActNorm) are in it.
+        self._ema: list[Tensor] | None = None
+        self.ema_updates = 0
 
     def _make_optimizer(
         self, param_groups: Sequence[dict[str, Any]] | None
@@ -388,12 +403,49 @@ class Trainer:
         self.model.eval()
         total = 0.0
         try:
-            for idx in torch.arange(source.n).split(size):
-                total += float(self.model.loss(_to(source.take(idx), self.device))) * len(idx)
+            with self.averaged():
+                for idx in torch.arange(source.n).split(size):
+                    total += float(self.model.loss(_to(source.take(idx), self.device))) * len(idx)
         finally:
             for m, mode in modes:
                 m.training = mode
         return total / source.n
+
+    # ------------------------------------------------------------------ parameter average
+
+    def _params(self) -> list[Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """Polyak averaging: ``avg <- d * avg + (1 - d) * param`` after each good update."""
+        params = self._params()
+        if self._ema is None:
+            self._ema = [p.detach().clone() for p in params]
+        else:
+            # A short memory at first (1/10, 2/11, ...): the average of a few early iterates
+            # would otherwise pull the weights back toward the initialization for ~1/(1-d)
+            # steps.
+            n = self.ema_updates
+            decay = min(self.config.ema, (1 + n) / (10 + n))
+            torch._foreach_lerp_(self._ema, params, 1.0 - decay)
+        self.ema_updates += 1
+
+    @contextmanager
+    def averaged(self) -> Iterator[None]:
+        """Within the block, the model holds the averaged weights (no-op without ``ema``)."""
+        if self._ema is None:
+            yield
+            return
+        params = self._params()
+        with torch.no_grad():
+            raw = [p.detach().clone() for p in params]
+            torch._foreach_copy_(params, self._ema)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(params, raw)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -402,6 +454,7 @@ class Trainer:
             "trainer": {k: getattr(self, k) for k in _STATE_KEYS},
             "schedule": self.schedule.state_dict(),
             "rng": capture_rng_state(),
+            "ema": list(self._ema) if self._ema is not None else None,
         }
 
     def _config_json(self) -> dict[str, Any]:
@@ -425,6 +478,8 @@ class Trainer:
             if k in state["trainer"]:
                 setattr(self, k, state["trainer"][k])
         self._perm_epoch = -1
+        average = state.get("ema")
+        self._ema = [t.to(p.device) for t, p in zip(average, self._params())] if average else None
         self.schedule.load_state_dict(state["schedule"])
         restore_rng_state(state["rng"])
         saved = (meta.get("config") or {}).get("train") or {}
@@ -473,6 +528,8 @@ class Trainer:
         if problem is None:
             self.optimizer.step()
             self.bad_run = 0
+            if self.config.ema is not None:
+                self._update_average()
         else:  # no parameter or optimizer-state change
             self.optimizer.zero_grad(set_to_none=True)
             self.bad_run, self.bad_total = self.bad_run + 1, self.bad_total + 1
@@ -547,6 +604,9 @@ class Trainer:
                     handle.close()
             self._writer = self._tb = None
         self._set_lr(self.step)  # the rate the schedule ends at (cosine: exactly min_lr)
+        if self._ema is not None:  # the model leaves with the averaged weights
+            with torch.no_grad():
+                torch._foreach_copy_(self._params(), self._ema)
         wall = time.perf_counter() - start
         return {
             "step": self.step,
@@ -613,7 +673,8 @@ class Trainer:
         if math.isfinite(metric) and metric < self.best:
             self.best = metric
             if self.out_dir is not None:
-                self.save(self.out_dir / "best", optimizer=False)
+                with self.averaged():
+                    self.save(self.out_dir / "best", optimizer=False)
         return out
 
     def _log_line(self, seconds: float) -> dict[str, Any]:
