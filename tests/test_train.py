@@ -432,6 +432,13 @@ def test_ema_is_the_polyak_average_of_the_iterates_and_is_what_evaluation_sees(t
     torch.testing.assert_close(torch.cat([t.flatten() for t in meta["extra"]["ema"]]), expected,
                                rtol=1e-6, atol=1e-7)  # fmt: skip
     assert averaged.evaluate() == pytest.approx(averaged.model.loss(x[:64]).item(), rel=1e-6)
+    # A further fit() continues the raw trajectory: 6 + 6 steps end where 12 steps do.
+    twice = trainer(steps=6, ema=0.8)
+    twice.fit()
+    twice.config.steps = 12
+    twice.fit()
+    again = torch.cat([p.detach().flatten() for p in twice._params()])
+    torch.testing.assert_close(again, expected, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="ema: expected None or a number in"):
         TrainConfig(ema=1.0)
 

@@ -104,8 +104,9 @@ class TrainConfig:
             averaging; e.g. 0.999), or None.  The average starts as the weights after the
             first update; the k-th update after that uses the decay
             ``min(ema, (1 + k) / (10 + k))``, so early iterates are forgotten quickly.
-            Evaluation, ``best/`` and the model after :meth:`fit` use the averaged weights;
-            ``last/`` keeps the raw weights and the average, so a resumed run is still exact.
+            Evaluation, ``best/`` and the model after :meth:`fit` use the averaged weights
+            (a further ``fit`` continues from the raw ones); ``last/`` keeps the raw weights
+            and the average, so a resumed run is still exact.
             Buffers (ActNorm's flag, BatchNorm statistics) are not averaged.
     """
 
@@ -342,6 +343,7 @@ class Trainer:
         # at the first update so that data-dependent initializations (ActNorm) are in it.
         self._ema: list[Tensor] | None = None
         self.ema_updates = 0
+        self._raw: list[Tensor] | None = None  # the raw weights while the model holds the average
 
     def _make_optimizer(
         self, param_groups: Sequence[dict[str, Any]] | None
@@ -575,6 +577,10 @@ class Trainer:
             "examples_per_s"}``; ``train_loss`` is the mean over the last logging window.
         """
         cfg = self.config
+        if self._raw is not None:  # ... and a further fit() continues from the raw ones
+            with torch.no_grad():
+                torch._foreach_copy_(self._params(), self._raw)
+            self._raw = None
         if self.resume:
             self._resume_from(self.out_dir / "last" if self.resume is True else Path(self.resume))
         if self.step == 0:
@@ -604,8 +610,9 @@ class Trainer:
                     handle.close()
             self._writer = self._tb = None
         self._set_lr(self.step)  # the rate the schedule ends at (cosine: exactly min_lr)
-        if self._ema is not None:  # the model leaves with the averaged weights
+        if self._ema is not None:  # the model leaves with the averaged weights ...
             with torch.no_grad():
+                self._raw = [p.detach().clone() for p in self._params()]
                 torch._foreach_copy_(self._params(), self._ema)
         wall = time.perf_counter() - start
         return {
