@@ -432,9 +432,14 @@ def test_ema_is_the_polyak_average_of_the_iterates_and_is_what_evaluation_sees(t
     torch.testing.assert_close(torch.cat([t.flatten() for t in meta["extra"]["ema"]]), expected,
                                rtol=1e-6, atol=1e-7)  # fmt: skip
     assert averaged.evaluate() == pytest.approx(averaged.model.loss(x[:64]).item(), rel=1e-6)
-    # A further fit() continues the raw trajectory: 6 + 6 steps end where 12 steps do.
+    # A further fit() continues the raw trajectory: 6 + 6 steps end where 12 steps do, and a
+    # save() in between still writes the raw weights.
     twice = trainer(steps=6, ema=0.8)
     twice.fit()
+    twice.save(tmp_path / "between")
+    between = _flow()
+    load_checkpoint(tmp_path / "between", between)
+    torch.testing.assert_close(flat(between), iterates[5], rtol=0, atol=0)
     twice.config.steps = 12
     twice.fit()
     again = torch.cat([p.detach().flatten() for p in twice._params()])

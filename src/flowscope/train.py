@@ -22,7 +22,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -433,21 +433,29 @@ class Trainer:
             torch._foreach_lerp_(self._ema, params, 1.0 - decay)
         self.ema_updates += 1
 
+    @torch.no_grad()
+    def _hold(self, weights: list[Tensor]) -> list[Tensor]:
+        """Copy ``weights`` into the parameters (in place); returns copies of the old values."""
+        params = self._params()
+        old = [p.detach().clone() for p in params]
+        torch._foreach_copy_(params, weights)
+        return old
+
     @contextmanager
-    def averaged(self) -> Iterator[None]:
-        """Within the block, the model holds the averaged weights (no-op without ``ema``)."""
-        if self._ema is None:
+    def _holding(self, weights: list[Tensor] | None) -> Iterator[None]:
+        """Within the block, the parameters hold ``weights`` (no-op for None)."""
+        if weights is None:
             yield
             return
-        params = self._params()
-        with torch.no_grad():
-            raw = [p.detach().clone() for p in params]
-            torch._foreach_copy_(params, self._ema)
+        old = self._hold(weights)
         try:
             yield
         finally:
-            with torch.no_grad():
-                torch._foreach_copy_(params, raw)
+            self._hold(old)
+
+    def averaged(self) -> AbstractContextManager[None]:
+        """Within the block, the model holds the averaged weights (no-op without ``ema``)."""
+        return self._holding(self._ema)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -463,14 +471,19 @@ class Trainer:
         return {"train": dataclasses.asdict(self.config), "model": self.model_config}
 
     def save(self, path: str | Path, optimizer: bool = True) -> Path:
-        """Checkpoint the model, optimizer and training state to the directory ``path``."""
-        return save_checkpoint(
-            path,
-            self.model,
-            self.optimizer if optimizer else None,
-            extra=self._state(),
-            config=self._config_json(),
-        )
+        """Checkpoint the model, optimizer and training state to the directory ``path``.
+
+        After an averaged :meth:`fit` the model holds the average; the checkpoint still gets
+        the raw weights (and the average), so that it resumes exactly.
+        """
+        with self._holding(self._raw):
+            return save_checkpoint(
+                path,
+                self.model,
+                self.optimizer if optimizer else None,
+                extra=self._state(),
+                config=self._config_json(),
+            )
 
     def load(self, path: str | Path) -> None:
         """Restore the model, optimizer, schedule, position and RNG states from ``path``."""
@@ -578,8 +591,7 @@ class Trainer:
         """
         cfg = self.config
         if self._raw is not None:  # ... and a further fit() continues from the raw ones
-            with torch.no_grad():
-                torch._foreach_copy_(self._params(), self._raw)
+            self._hold(self._raw)
             self._raw = None
         if self.resume:
             self._resume_from(self.out_dir / "last" if self.resume is True else Path(self.resume))
@@ -611,9 +623,7 @@ class Trainer:
             self._writer = self._tb = None
         self._set_lr(self.step)  # the rate the schedule ends at (cosine: exactly min_lr)
         if self._ema is not None:  # the model leaves with the averaged weights ...
-            with torch.no_grad():
-                self._raw = [p.detach().clone() for p in self._params()]
-                torch._foreach_copy_(self._params(), self._ema)
+            self._raw = self._hold(self._ema)
         wall = time.perf_counter() - start
         return {
             "step": self.step,
