@@ -444,6 +444,17 @@ def test_ema_is_the_polyak_average_of_the_iterates_and_is_what_evaluation_sees(t
     twice.fit()
     again = torch.cat([p.detach().flatten() for p in twice._params()])
     torch.testing.assert_close(again, expected, rtol=1e-6, atol=1e-7)
+    # Loading a checkpoint after an averaged fit continues from the LOADED raw weights.
+    early = trainer(steps=3, ema=0.8, out_dir=tmp_path / "early")
+    early.fit()
+    reloaded = trainer(steps=6, ema=0.8)
+    reloaded.fit()
+    reloaded.load(tmp_path / "early" / "last")
+    reloaded.config.steps = 12
+    reloaded.fit()
+    after = torch.cat([p.detach().flatten() for p in reloaded._params()])
+    torch.testing.assert_close(after, expected, rtol=1e-6, atol=1e-7)
+    assert read_checkpoint(tmp_path / "run" / "best")["extra"]["ema"] is None  # weights are it
     with pytest.raises(ValueError, match="ema: expected None or a number in"):
         TrainConfig(ema=1.0)
 

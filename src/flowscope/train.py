@@ -459,12 +459,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _state(self) -> dict[str, Any]:
+    def _state(self, resumable: bool = True) -> dict[str, Any]:
+        # The average is only needed to resume; best/ already holds it as its weights.
+        average = list(self._ema) if self._ema is not None and resumable else None
         return {
             "trainer": {k: getattr(self, k) for k in _STATE_KEYS},
             "schedule": self.schedule.state_dict(),
             "rng": capture_rng_state(),
-            "ema": list(self._ema) if self._ema is not None else None,
+            "ema": average,
         }
 
     def _config_json(self) -> dict[str, Any]:
@@ -481,7 +483,7 @@ class Trainer:
                 path,
                 self.model,
                 self.optimizer if optimizer else None,
-                extra=self._state(),
+                extra=self._state(resumable=optimizer),
                 config=self._config_json(),
             )
 
@@ -493,6 +495,7 @@ class Trainer:
             if k in state["trainer"]:
                 setattr(self, k, state["trainer"][k])
         self._perm_epoch = -1
+        self._raw = None  # the loaded weights are the raw ones now
         average = state.get("ema")
         self._ema = [t.to(p.device) for t, p in zip(average, self._params())] if average else None
         self.schedule.load_state_dict(state["schedule"])
