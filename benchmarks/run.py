@@ -22,6 +22,10 @@ Every library builds the same architecture (parameter counts are printed and mus
 over repeats interleaved across libraries (timing.py).  The table gives flowscope / fastest peer
 for every metric (> 1: flowscope is faster); results go to JSON (``--out``).
 
+The process runs with glibc's malloc defaults (``--allocator default``, the default) or with
+the thresholds flowscope's Trainer sets on CPU (``--allocator tuned``, flowscope.allocator); the
+setting is process-wide, so it applies to every library in the run alike.
+
 Training uses the same optimizer in every library (fused Adam, see timing.train_task).  Beside
 the eager numbers, flowscope's training step is also timed compiled (``torch.compile`` of
 ``Flow.loss``, what ``TrainConfig(compile=True)`` does) as a SEPARATE row, with its compile
@@ -537,6 +541,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="clock of the table: wall time, or this process's CPU time (steadier on a loaded "
         "machine with --threads 1); the JSON holds both",
     )
+    parser.add_argument(
+        "--allocator",
+        choices=("default", "tuned"),
+        default="default",
+        help="glibc malloc thresholds for the WHOLE process, every library alike: 'tuned' as "
+        "flowscope's Trainer sets them on CPU (flowscope.allocator), or glibc's defaults",
+    )
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/)")
     args = parser.parse_args(argv)
 
@@ -546,6 +557,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--workloads: unknown {unknown}; choose from {','.join(ALL)}")
     args.compile = set() if args.compile == "none" else set(args.compile.split(","))
     timing.CLOCK["name"] = args.clock
+    if args.allocator == "tuned":
+        from flowscope.allocator import tune_cpu_allocator
+
+        tuned = tune_cpu_allocator()
+    else:
+        tuned = False
     torch.set_num_threads(args.threads)
     try:
         torch.set_num_interop_threads(args.threads)
@@ -562,6 +579,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": " ".join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])]),
         "threads": torch.get_num_threads(),
         "clock": args.clock,
+        "allocator": "tuned" if tuned else "default",
         "quick": args.quick,
         "machine": machine(),
         "load_before": load(),
@@ -572,7 +590,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     log(
         f"flowscope benchmark  threads={results['threads']}  clock={args.clock}  "
-        f"load={results['load_before']}"
+        f"allocator={results['allocator']}  load={results['load_before']}"
     )
     log(f"  {results['machine']['cpu']}, {results['machine']['cores']} cores")
     log("  versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()))

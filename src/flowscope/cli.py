@@ -75,11 +75,15 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
     from .runs import evaluate_image, evaluate_toy, image_splits, load_run, toy_splits
 
     cfg, flow = load_run(args.run_dir)
+    torch.manual_seed(args.seed)  # the dequantization noise draws
     if cfg.is_image:
-        metrics = evaluate_image(flow, image_splits(cfg)["test"])
+        test = image_splits(cfg)["test"]
+        metrics = evaluate_image(flow, test, importance_samples=args.importance_samples)
     else:
         metrics = evaluate_toy(flow, cfg.data, toy_splits(cfg)["test"])
     _print_metrics(metrics)
@@ -177,6 +181,14 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="test NLL (and gap to the true entropy for toys)")
     e.add_argument("run_dir")
     e.add_argument("--json", help="also write the metrics to this file")
+    e.add_argument(
+        "--importance-samples",
+        type=int,
+        default=1,
+        help="image runs: also report test_bpd_iw, the importance-weighted bound over this "
+        "many dequantization draws per image",
+    )
+    e.add_argument("--seed", type=int, default=0, help="seed of the dequantization noise")
     e.set_defaults(func=_cmd_evaluate)
 
     r = sub.add_parser("report", help="(re)write RUN_DIR/report.html")
