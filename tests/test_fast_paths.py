@@ -173,3 +173,47 @@ def test_reverse_permutation_flip_equals_the_gather() -> None:
     torch.testing.assert_close(rev(x)[0], shuffled(x)[0])
     shuffled.load_state_dict(ReversePermutation(5).state_dict())
     assert shuffled._reverse
+
+
+def test_sigmoid_soft_clamp_equals_the_tanh_form() -> None:
+    from flowscope.transforms.transformers import _SIGMOID_TANH_MIN
+
+    for clamp in (0.5, 1.0, 3.0):
+        affine = AffineTransformer(scale="tanh", clamp=clamp)
+        # Large enough for the sigmoid form; values from the linear part to deep saturation.
+        h = torch.linspace(-40, 40, _SIGMOID_TANH_MIN + 1, dtype=torch.float64)
+        h = h.reshape(-1, 1).requires_grad_(True)
+        got = affine._log_scale(h)
+        want = clamp * torch.tanh(h / clamp)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        (g_got,) = torch.autograd.grad(got.sum(), h)
+        (g_want,) = torch.autograd.grad(want.sum(), h)
+        torch.testing.assert_close(g_got, g_want, rtol=0, atol=1e-12)
+        assert bool((got.abs() <= clamp).all())
+        # Small tensors take the tanh form itself.
+        torch.testing.assert_close(affine._log_scale(h[:5]), want[:5], rtol=0, atol=0)
+    # float32: the two forms differ only by rounding.
+    h32 = torch.randn(_SIGMOID_TANH_MIN, 2) * 5
+    torch.testing.assert_close(
+        AffineTransformer(clamp=3.0)._log_scale(h32), 3.0 * torch.tanh(h32 / 3.0), rtol=0, atol=2e-6
+    )
+
+
+def test_finite_check_sum_shortcut_keeps_every_verdict() -> None:
+    from flowscope._checks import check_finite
+
+    x = torch.randn(1000, 50)
+    check_finite("x", x)
+    # Finite entries whose sum overflows to inf (or inf - inf = NaN) still pass.
+    check_finite("x", torch.full((4, 3), 3e38))
+    check_finite("x", torch.tensor([3e38, 3e38, -3e38, -3e38, -3e38]))
+    check_finite("n", torch.arange(10))  # integer tensors are always finite
+    for bad, count in ((float("nan"), 1), (float("inf"), 1), (-float("inf"), 1)):
+        y = x.clone()
+        y[17, 3] = bad
+        with pytest.raises(ValueError, match=f"x: expected finite values, got {count} NaN/inf"):
+            check_finite("x", y)
+    y = x.clone()
+    y[0, 0], y[5, 5] = float("inf"), -float("inf")  # their sum is NaN: caught all the same
+    with pytest.raises(ValueError, match="got 2 NaN/inf entries"):
+        check_finite("x", y)

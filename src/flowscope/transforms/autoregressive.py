@@ -102,18 +102,20 @@ def _staircase_forward(
     x: Tensor, weight: Tensor, mask: Tensor | None, bias: Tensor, blocks: Blocks
 ) -> Tensor:
     """``x (W * M)^T + b`` reading only each block's columns; ``mask`` None: ``W`` is masked."""
-    parts = []
+    # Each block's product lands in its columns of one output (a strided view that BLAS
+    # writes through its leading dimension): no per-block results to concatenate.
+    out = x.new_empty(x.shape[0], weight.shape[0])
     for r0, r1, lo, hi in blocks:
-        y = bias[r0:r1].expand(x.shape[0], -1)
+        y = out[:, r0:r1]
         if mask is None:  # one product over the block's prefix
             lo = hi
+        y.copy_(bias[r0:r1].expand_as(y))
         if lo > 0:
-            y = torch.addmm(y, x[:, :lo], weight[r0:r1, :lo].t())
+            y.addmm_(x[:, :lo], weight[r0:r1, :lo].t())
         if hi > lo:  # the band where some rows of the block are masked
             band = weight[r0:r1, lo:hi] * mask[r0:r1, lo:hi]  # type: ignore[index]
-            y = torch.addmm(y, x[:, lo:hi], band.t())
-        parts.append(y)
-    return torch.cat(parts, dim=1)
+            y.addmm_(x[:, lo:hi], band.t())
+    return out
 
 
 class _StaircaseLinear(torch.autograd.Function):
