@@ -102,3 +102,10 @@ def test_user_errors_are_one_clear_line(tmp_path: Path, args: list[str], needle:
     assert len(err) == 1, proc.stderr
     assert err[0].startswith("flowscope: error:") and needle in err[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_the_command_line_tunes_the_allocator(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr("flowscope.allocator.tune_cpu_allocator", lambda: calls.append(1) or True)
+    assert main(["experiment", "--list"]) == 0
+    assert calls == [1]

@@ -214,6 +214,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The command line owns its process, so it keeps freed memory for reuse as the Trainer does
+    # (flowscope.allocator): chunked inference allocates the same activations chunk after
+    # chunk, and with glibc's defaults each round page-faults them in again (W1: 100k samples
+    # in 0.30 s with the defaults, 0.12 s tuned, in a fresh process).
+    from .allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, ImportError, NotImplementedError) as err:
