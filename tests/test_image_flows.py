@@ -24,6 +24,7 @@ from flowscope.transforms import (
     UniformDequantization,
     VariationalDequantization,
 )
+from flowscope.transforms.coupling import checkerboard_mask
 
 
 def _digits(n: int) -> torch.Tensor:
@@ -241,22 +242,55 @@ def test_variational_dequantization_density_integrates_to_one() -> None:
         assert abs(q.mean().item() - 1.0) < 0.02, q.mean()
 
 
-def test_variational_dequantization_forward_inverse_and_gradients() -> None:
-    deq = VariationalDequantization((2, 3, 3), levels=5, steps=2, hidden=8).double()
+def test_squeezed_variational_dequantization_density_integrates_to_one() -> None:
+    # (1, 2, 2) pixels: the squeezed noise flow acts on (8, 1, 1); midpoint rule on (0, 1)^4.
+    deq = VariationalDequantization((1, 2, 2), levels=3, steps=2, hidden=8, squeeze=True)
+    deq = deq.double()
+    _perturb(deq, 0.3)
+    n = 20
+    grid = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    u = torch.cartesian_prod(grid, grid, grid, grid).reshape(-1, 1, 2, 2)
+    for pixels in ([0.0, 2.0, 1.0, 0.0], [1.0, 1.0, 2.0, 2.0]):
+        x = torch.tensor(pixels, dtype=torch.float64).reshape(1, 1, 2, 2).expand_as(u)
+        with torch.no_grad():
+            q = deq.log_noise_density(x, u).exp()
+        assert abs(q.mean().item() - 1.0) < 0.02, q.mean()
+
+
+@pytest.mark.parametrize("squeeze", [False, True])
+def test_variational_dequantization_forward_inverse_and_gradients(squeeze: bool) -> None:
+    shape = (2, 4, 2) if squeeze else (2, 3, 3)
+    deq = VariationalDequantization(shape, levels=5, steps=2, hidden=8, squeeze=squeeze).double()
     _perturb(deq, 0.1)
-    x = torch.randint(0, 5, (4, 2, 3, 3)).double()
+    x = torch.randint(0, 5, (4, *shape)).double()
     y, ladj = deq(x)
     x_back, ladj_back = deq.inverse(y)
     assert torch.equal(x_back, x)
     torch.testing.assert_close(ladj_back, -ladj)
     u = y * 5 - x
-    expected = -18 * math.log(5) - deq.log_noise_density(x, u)
+    expected = -math.prod(shape) * math.log(5) - deq.log_noise_density(x, u)
     torch.testing.assert_close(ladj, expected)
     ladj.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in deq.parameters())
-    flow = _tiny_glow(dequantization="variational")
+    flow = _tiny_glow(dequantization={"kind": "variational", "squeeze": squeeze, "hidden": 8})
+    assert flow.transform[0].squeeze is squeeze
     flow.loss(_digits(8)).backward()
-    assert torch.isfinite(flow.transform[0].noise_flow[0].net[0].weight.grad).all()
+    grads = [p.grad for p in flow.transform[0].noise_flow.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_squeezed_noise_flow_splits_pixels_as_the_checkerboard() -> None:
+    # In the squeezed layout the coupling must transform exactly the checkerboard's pixels.
+    shape = (1, 4, 4)
+    for k in range(2):
+        deq = VariationalDequantization(shape, levels=4, steps=2, hidden=4, squeeze=True)
+        coupling = deq.noise_flow[k]
+        _perturb(coupling, 1.0)
+        joint = torch.randn(3, 8, 2, 2)
+        out, _ = coupling(joint)
+        moved = F.pixel_shuffle((out != joint).float(), 2)[:, 1].bool()  # the v channel
+        expected = ~checkerboard_mask(shape, flip=k % 2 == 1)[0]
+        assert torch.equal(moved, expected.expand_as(moved))
 
 
 def test_bits_per_dim() -> None:
@@ -288,6 +322,14 @@ def test_clear_errors() -> None:
         UniformDequantization(256)(torch.full((1, 3), 256.0))
     with pytest.raises(ValueError, match="dequantization"):
         glow((1, 8, 8), dequantization="gaussian")
+    with pytest.raises(ValueError, match="kind: 'variational'"):
+        glow((1, 8, 8), dequantization={"kind": "uniform"})
+    with pytest.raises(ValueError, match=r"unknown options \['width'\]"):
+        glow((1, 8, 8), dequantization={"kind": "variational", "width": 8})
+    with pytest.raises(ValueError, match="even height and width"):
+        VariationalDequantization((1, 3, 4), squeeze=True)
+    with pytest.raises(ValueError, match="squeeze: expected True or False"):
+        VariationalDequantization((1, 4, 4), squeeze=1)
     with pytest.raises(ValueError, match="init"):
         InvertibleConv1x1(3, init="random")
     with pytest.raises(ValueError, match=r"x: expected shape \(batch, 3, H, W\)"):

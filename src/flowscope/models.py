@@ -8,7 +8,8 @@ whose every conditioner network sees the context.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -347,19 +348,43 @@ def _image_size(shape: object, squeezes: int, recipe: str, levels: int) -> tuple
 
 
 def _preprocessing(
-    shape: tuple[int, int, int], quanta: int, alpha: float, dequantization: str | Transform
+    shape: tuple[int, int, int],
+    quanta: int,
+    alpha: float,
+    dequantization: str | Mapping[str, Any] | Transform,
 ) -> list[Transform]:
-    """Dequantization then ``Logit(alpha)``: integer pixels -> the real line."""
-    if isinstance(dequantization, Transform):
-        deq = dequantization
-    elif dequantization == "uniform":
+    """Dequantization then ``Logit(alpha)``: integer pixels -> the real line.
+
+    ``dequantization`` is ``"uniform"``, ``"variational"``, a mapping ``{"kind": "variational",
+    **options}`` whose options go to :class:`VariationalDequantization` (``steps``, ``hidden``,
+    ``squeeze``; the form a YAML config can write), or a ready Transform.
+    """
+    options: dict[str, Any] = {}
+    kind: Any = dequantization
+    if isinstance(dequantization, Mapping):
+        options = dict(dequantization)
+        kind = options.pop("kind", None)
+        if kind != "variational":
+            raise ValueError(
+                f"dequantization: a mapping needs kind: 'variational' (the only dequantization "
+                f"with options), got kind={kind!r}"
+            )
+        unknown = sorted(set(options) - {"steps", "hidden", "squeeze"})
+        if unknown:
+            raise ValueError(
+                f"dequantization: unknown options {unknown} for kind 'variational' (expected "
+                f"steps, hidden, squeeze)"
+            )
+    if isinstance(kind, Transform):
+        deq = kind
+    elif kind == "uniform":
         deq = UniformDequantization(quanta)
-    elif dequantization == "variational":
-        deq = VariationalDequantization(shape, quanta)
+    elif kind == "variational":
+        deq = VariationalDequantization(shape, quanta, **options)
     else:
         raise ValueError(
-            f"dequantization: expected 'uniform', 'variational' or a Transform, got "
-            f"{dequantization!r}"
+            f"dequantization: expected 'uniform', 'variational', a mapping "
+            f"{{kind: variational, ...}} or a Transform, got {dequantization!r}"
         )
     return [deq, Logit(alpha)]
 
@@ -372,7 +397,7 @@ def glow(
     base: str | Distribution = "standard",
     alpha: float = 1e-5,
     quanta: int = 256,
-    dequantization: str | Transform = "uniform",
+    dequantization: str | Mapping[str, Any] | Transform = "uniform",
     split_prior: bool = False,
     conv_init: str = "permutation",
     scale: str = "sigmoid",
@@ -404,7 +429,9 @@ def glow(
         alpha: logit squeeze (seed 000: 1e-5; RealNVP: 0.05).
         quanta: number of discrete values per pixel (``ImageDataset.levels``: 256 for 8-bit
             images, 17 for scikit-learn's digits).
-        dequantization: ``"uniform"``, ``"variational"`` (Flow++) or a dequantization Transform.
+        dequantization: ``"uniform"``, ``"variational"`` (Flow++), ``{"kind": "variational",
+            **options}`` (``steps``, ``hidden``, ``squeeze`` of ``VariationalDequantization``)
+            or a dequantization Transform.
         split_prior: Glow's learned prior on factored-out channels (seed 000 had none).
         conv_init: ``InvertibleConv1x1`` initialization (``"permutation"``: seed 000's code;
             ``"rotation"``: the Glow paper; ``"identity"``).
@@ -440,7 +467,7 @@ def realnvp_image(
     base: str | Distribution = "standard",
     alpha: float = 0.05,
     quanta: int = 256,
-    dequantization: str | Transform = "uniform",
+    dequantization: str | Mapping[str, Any] | Transform = "uniform",
     split_prior: bool = False,
     clamp: float = 3.0,
 ) -> Flow:

@@ -169,6 +169,20 @@ CASES: list[Case] = [
         sample=joint_noise_input,
     ),
     Case(
+        "variational-dequantization-squeezed-noise-flow-1x2x4",
+        lambda: VariationalDequantization((1, 2, 4), 4, steps=2, hidden=4, squeeze=True).noise_flow,
+        (8, 1, 2),
+        (VariationalDequantization,),
+        sample=joint_noise_input,
+    ),
+    Case(
+        "variational-dequantization-squeezed-noise-flow-2x4x2",
+        lambda: VariationalDequantization((2, 4, 2), 4, steps=3, hidden=4, squeeze=True).noise_flow,
+        (16, 2, 1),
+        (VariationalDequantization,),
+        sample=joint_noise_input,
+    ),
+    Case(
         "glow-model-1x4x4-17",
         lambda: (
             glow(

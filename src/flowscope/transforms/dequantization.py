@@ -35,7 +35,7 @@ from torch import Tensor
 from .._checks import _tracing, check_event_shape, check_finite, check_image_shape
 from .base import Compose, Transform, sum_except_batch
 from .coupling import Coupling, checkerboard_mask
-from .image import ConvNet
+from .image import ConvNet, image_coupling
 from .transformers import AffineTransformer
 
 __all__ = ["UniformDequantization", "VariationalDequantization"]
@@ -155,6 +155,15 @@ class VariationalDequantization(Transform):
         hidden: hidden channels of their ``ConvNet`` conditioners.
         seed: None (fresh ``eps`` per example and call) or an int (one fixed ``eps`` image shared
             by all examples and calls, see the module docstring; never train with it).
+        squeeze: run the noise flow on the space-to-channel squeezed image ``(4C, H/2, W/2)``
+            (``H``, ``W`` even).  The couplings split the pixels as the checkerboard does (in
+            the squeezed layout a checkerboard is a channel mask), but each conditioner runs
+            at a quarter of the positions, sees only the identity channels and outputs only the
+            transformed ones (about 3x fewer multiply-adds at ``hidden=32``), and its 3x3
+            kernels cover 6x6 pixels instead of 3x3.
+
+    The joint image the noise flow acts on is ``(2C, H, W)``, or ``(8C, H/2, W/2)`` squeezed
+    (the ``x`` features first, then ``v``).
 
     Shapes: ``x``: ``(batch, C, H, W)`` integers in ``0..L-1`` -> ``y``: same shape in (0, 1);
     ``logabsdet``: ``(batch,)``.
@@ -167,24 +176,47 @@ class VariationalDequantization(Transform):
         steps: int = 4,
         hidden: int = 32,
         seed: int | None = None,
+        squeeze: bool = False,
     ) -> None:
         super().__init__()
         shape = check_image_shape("shape", shape)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+        if not isinstance(squeeze, bool):
+            raise ValueError(f"squeeze: expected True or False, got {squeeze!r}")
+        c, h, w = shape
+        if squeeze and (h % 2 or w % 2):
+            raise ValueError(f"shape: squeeze=True needs an even height and width, got {shape}")
         self.shape = shape
         self.levels = _check_levels(levels)
         self.seed = _check_seed(seed)
+        self.squeeze = squeeze
         self._log_levels = math.log(self.levels)
-        c, h, w = shape
         couplings = []
         for k in range(steps):
             # The x channels are identity in every coupling: they condition, never change.
-            identity = torch.ones(c, h, w, dtype=torch.bool)
-            mask = torch.cat([identity, checkerboard_mask(shape, flip=k % 2 == 1)])
-            net = ConvNet(2 * c, 2 * c * 2, hidden)
-            couplings.append(Coupling(mask, AffineTransformer(scale="tanh"), net=net))
+            board = checkerboard_mask(shape, flip=k % 2 == 1)
+            if squeeze:
+                board = F.pixel_unshuffle(board[None].float(), 2)[0].bool()
+            mask = torch.cat([torch.ones_like(board), board])
+            transformer = AffineTransformer(scale="tanh")
+            if squeeze:  # a channel mask: the conditioner sees and emits only what it needs
+                couplings.append(image_coupling(mask, transformer, hidden))
+            else:
+                net = ConvNet(2 * c, 2 * c * 2, hidden)
+                couplings.append(Coupling(mask, transformer, net=net))
         self.noise_flow = Compose(*couplings)
+
+    def _joint(self, features: Tensor, v: Tensor) -> Tensor:
+        """``[features, v]`` in the noise flow's layout (squeezed or not)."""
+        joint = torch.cat([features, v], dim=1)
+        return F.pixel_unshuffle(joint, 2) if self.squeeze else joint
+
+    def _noise_part(self, joint: Tensor) -> Tensor:
+        """The ``v`` (or ``eps``) channels of a joint image, back in the ``(C, H, W)`` layout."""
+        if self.squeeze:
+            joint = F.pixel_shuffle(joint, 2)
+        return joint[:, self.shape[0] :]
 
     def _features(self, x: Tensor) -> Tensor:
         """The conditioning channels: ``x`` rescaled to [-1, 1]."""
@@ -202,15 +234,15 @@ class VariationalDequantization(Transform):
         _check_quantized(x, self.levels)
         v = torch.logit(u)
         check_finite("u", v)
-        joint, logdet = self.noise_flow(torch.cat([self._features(x), v], dim=1))
-        return self._log_q(joint[:, self.shape[0] :], v, logdet)
+        joint, logdet = self.noise_flow(self._joint(self._features(x), v))
+        return self._log_q(self._noise_part(joint), v, logdet)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_event_shape("x", x, self.shape)
         _check_quantized(x, self.levels)
         eps = _noise(x.shape, x, self.seed, normal=True)
-        joint, logdet_inverse = self.noise_flow.inverse(torch.cat([self._features(x), eps], dim=1))
-        v = joint[:, self.shape[0] :]
+        joint, logdet_inverse = self.noise_flow.inverse(self._joint(self._features(x), eps))
+        v = self._noise_part(joint)
         log_q = self._log_q(eps, v, -logdet_inverse)
         y = _open_unit((x + torch.sigmoid(v)) / self.levels)
         return y, -self._log_levels * x[0].numel() - log_q
@@ -224,9 +256,9 @@ class VariationalDequantization(Transform):
         info = torch.finfo(u.dtype)
         noise = (scaled - x).clamp(info.eps, 1.0 - info.eps)
         v = torch.logit(noise)
-        joint, logdet = self.noise_flow(torch.cat([self._features(x), v], dim=1))
-        log_q = self._log_q(joint[:, self.shape[0] :], v, logdet)
+        joint, logdet = self.noise_flow(self._joint(self._features(x), v))
+        log_q = self._log_q(self._noise_part(joint), v, logdet)
         return x, self._log_levels * x[0].numel() + log_q
 
     def extra_repr(self) -> str:
-        return f"shape={self.shape}, levels={self.levels}, seed={self.seed}"
+        return f"shape={self.shape}, levels={self.levels}, seed={self.seed}, squeeze={self.squeeze}"
