@@ -214,8 +214,8 @@ class VariationalDequantization(Transform):
 
     def _noise_part(self, joint: Tensor) -> Tensor:
         """The ``v`` (or ``eps``) channels of a joint image, back in the ``(C, H, W)`` layout."""
-        if self.squeeze:
-            joint = F.pixel_shuffle(joint, 2)
+        if self.squeeze:  # the squeezed v channels are the last 4C: unsqueeze only those
+            return F.pixel_shuffle(joint[:, 4 * self.shape[0] :], 2)
         return joint[:, self.shape[0] :]
 
     def _features(self, x: Tensor) -> Tensor:
