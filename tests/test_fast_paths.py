@@ -125,6 +125,117 @@ def test_vector_coupling_blocks_equal_the_index_path() -> None:
             torch.testing.assert_close(a, b)
 
 
+def _one_by_one(compose: Compose, x: torch.Tensor, inverse: bool = False):
+    """The plain path of a ``Compose``: every member's public method, in turn."""
+    total = torch.zeros(x.shape[0], dtype=x.dtype)
+    members = reversed(compose.transforms) if inverse else compose.transforms
+    for t in members:
+        x, ladj = t.inverse(x) if inverse else t(x)
+        total = total + ladj
+    return x, total
+
+
+@pytest.mark.parametrize(
+    ("model", "features", "batch", "kw"),
+    [
+        ("realnvp", 2, 9, {}),  # W1's shape: one entry per block, no reductions
+        ("realnvp", 5, 9, {"layers": 3, "net_layers": 1}),  # blocks of 2 and 3
+        ("realnvp", 8, 4100, {"layers": 2, "hidden": 8}),  # 16,400 entries: sigmoid clamp form
+        ("realnvp", 3, 9, {"actnorm": True, "clamp": 1.5}),  # runs of one between ActNorms
+        ("maf", 2, 9, {}),  # W1b's shape (narrow first-layer products)
+        ("maf", 5, 9, {"layers": 3, "net_layers": 1}),
+        ("maf", 20, 9, {"layers": 2, "net_layers": 0}),  # one masked linear map, wide input
+        ("maf", 3, 9, {"batch_norm": True}),  # runs of one between BatchNorms
+    ],
+    ids=["2d", "5d-odd", "sigmoid-form", "actnorm", "maf-2d", "maf-5d", "maf-linear", "maf-bn"],
+)
+def test_fused_run_equals_the_plain_path(model: str, features: int, batch: int, kw: dict) -> None:
+    from flowscope.transforms.fused import _Run
+
+    compose = _perturb(getattr(models, model)(features, **kw).transform.double(), 0.3)
+    x = torch.randn(batch, features, dtype=torch.float64)
+    compose.train()
+    compose(x)  # ActNorm's data-dependent initialization, before comparing
+    runs = [m for m in compose._members(x, None) if isinstance(m, _Run)]
+    assert runs, "the fused path is not taken"
+    params = list(compose.parameters())
+    for need_x in (True, False):
+        xg = x.clone().requires_grad_(need_x)
+        fast, slow = compose(xg), _one_by_one(compose, xg)
+        for a, b in zip(fast, slow):
+            torch.testing.assert_close(a, b)
+        g_u, g_l = torch.randn_like(fast[0]), torch.randn_like(fast[1])
+        inputs = ([xg] if need_x else []) + params
+        got = torch.autograd.grad([fast[0], fast[1]], inputs, [g_u, g_l])
+        want = torch.autograd.grad([slow[0], slow[1]], inputs, [g_u, g_l])
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b)
+    compose.eval()
+    u = compose(x)[0].detach()
+    with torch.no_grad():  # the fused inverse (no autograd) and forward
+        for a, b in zip(compose.inverse(u), _one_by_one(compose, u, inverse=True)):
+            torch.testing.assert_close(a, b)
+        for a, b in zip(compose(x), _one_by_one(compose, x)):
+            torch.testing.assert_close(a, b)
+    torch.testing.assert_close(compose.inverse(u)[0], x)  # with autograd: layer by layer
+    compose.train()
+
+
+def test_coupling_fusion_takes_only_what_it_computes_exactly() -> None:
+    from flowscope.transforms import spline_coupling
+    from flowscope.transforms.fused import CouplingRun, fuse
+
+    x = torch.randn(4, 2)
+    plain = models.realnvp(2, layers=8).transform
+    members = plain._members(x, None)
+    assert len(members) == 1 and isinstance(members[0], CouplingRun)
+    assert len(members[0].couplings) == 8 and members[0].blocks == [0, 1] * 4
+    # Another layer type cuts a run; so does a different split of the vector.
+    mixed = fuse(list(models.realnvp(3, layers=2, actnorm=True).transform))
+    assert [type(m).__name__ for m in mixed] == ["ActNorm", "CouplingRun"] * 2
+    # MAF layers fuse with the order reversals between them, not with a BatchNorm; a MADE
+    # large enough for the staircase kernel (W2's 784-512) keeps its own path.
+    maf = fuse(list(models.maf(2, layers=3).transform))
+    assert [type(m).__name__ for m in maf] == ["AutoregressiveRun"]
+    assert len(maf[0].members) == 5
+    bn = fuse(list(models.maf(2, layers=2, batch_norm=True).transform))
+    assert [type(m).__name__ for m in bn] == ["AutoregressiveRun", "BatchNorm"] * 2
+    assert type(bn[2].members[0]).__name__ == "ReversePermutation"  # a leading reversal
+    big = list(models.maf(784, layers=1, hidden=512, net_layers=1).transform)
+    assert fuse(big) == big
+    not_fused = [
+        affine_coupling(alternating_mask(4)),  # not two blocks
+        affine_coupling(half_mask(4), scale="sigmoid"),
+        spline_coupling(half_mask(4)),
+        affine_coupling(half_mask(4), context_features=2),
+        affine_coupling(half_mask(4), net=torch.nn.Sequential(torch.nn.Linear(2, 4))),
+    ]
+    assert fuse(not_fused) == not_fused
+    # A context, or a tracer, takes the plain path.
+    ctx = models.realnvp(2, context_features=3).transform
+    assert ctx._members(x, torch.randn(4, 3)) is ctx.transforms
+
+
+def test_fused_run_reads_the_current_parameters_and_has_second_derivatives() -> None:
+    compose = _perturb(models.realnvp(2, layers=2).transform.double())
+    x = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    before = compose(x)[0]
+    linear = compose[0].net[0]
+    linear.weight = torch.nn.Parameter(linear.weight.detach() + 1.0)  # replaced, not updated
+    after = compose(x)
+    assert not torch.allclose(before, after[0])
+    torch.testing.assert_close(after, _one_by_one(compose, x))
+    # create_graph=True: the second derivatives (e.g. a gradient penalty) are the plain path's.
+    params = list(compose.parameters())
+    second = []
+    for fn in (compose, lambda z: _one_by_one(compose, z)):
+        u, ladj = fn(x)
+        (g,) = torch.autograd.grad(u.pow(2).sum() + ladj.sum(), x, create_graph=True)
+        second.append(torch.autograd.grad(g.pow(2).sum(), [x, *params]))
+    for a, b in zip(*second):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("name", ["realnvp", "maf"])
 def test_chunked_inference_equals_one_pass(name: str) -> None:
     flow = _perturb(getattr(models, name)(2, layers=2, hidden=8)).eval()

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from torch import Tensor, nn
 
-from .._checks import check_finite
+from .._checks import _tracing, check_finite
 
 __all__ = ["Transform", "Compose", "Inverse", "sum_except_batch"]
 
@@ -84,6 +84,24 @@ class Compose(Transform):
                 f"transforms: context_features disagree between layers: {sorted(sizes)}"
             )
         self.context_features = sizes.pop() if sizes else None
+        self._fused_key: tuple | None = None
+        self._fused: list = []
+
+    def _members(self, x: Tensor, context: Tensor | None) -> Iterable:
+        """The members, each maximal run of fusable couplings as one (``transforms/fused.py``).
+
+        Only where the generic path gives nothing more: no context, and not under
+        ``torch.compile`` or ``vmap`` (``_tracing``), whose compiler fuses the generic graph.
+        The grouping is rebuilt whenever the member list changes.
+        """
+        if context is not None or _tracing(x):
+            return self.transforms
+        key = tuple(map(id, self.transforms))
+        if key != self._fused_key:
+            from .fused import fuse  # fused.py imports the layer modules
+
+            self._fused, self._fused_key = fuse(list(self.transforms)), key
+        return self._fused
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         # The door of the chain: one NaN/inf scan here instead of one per member.
@@ -96,7 +114,7 @@ class Compose(Transform):
 
     def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total: Tensor | None = None
-        for t in self.transforms:
+        for t in self._members(x, context):
             x, ladj = t._forward(x, context)
             # Starting from the first log-det (not from zeros) saves one op per call.
             total = ladj if total is None else total + ladj
@@ -104,7 +122,7 @@ class Compose(Transform):
 
     def _inverse(self, u: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total: Tensor | None = None
-        for t in reversed(self.transforms):
+        for t in reversed(self._members(u, context)):
             u, ladj = t._inverse(u, context)
             total = ladj if total is None else total + ladj
         return u, (u.new_zeros(u.shape[0]) if total is None else total)
