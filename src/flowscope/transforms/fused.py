@@ -291,8 +291,8 @@ def fuse(transforms: list) -> list:
     """``transforms`` with each maximal fusable run replaced by its ``_Run``.
 
     Couplings fuse when they cut the vector at the same boundary; MAF layers fuse with the
-    ``ReversePermutation`` layers before, between and after them.  A run of one layer still saves its
-    per-layer overhead.
+    ``ReversePermutation`` layers before, between and after them.  A run of one layer still
+    saves its per-layer overhead.
     """
     out: list = []
     group: list = []
