@@ -52,6 +52,8 @@ from .transformers import _SIGMOID_TANH_MIN, AffineTransformer
 
 __all__ = ["CouplingRun", "AutoregressiveRun", "fuse"]
 
+_NARROW_OUT = 16  # output widths below this are computed transposed (see _mlp)
+
 # Tensor operators (``a * b``) go through a Python wrapper in torch; the torch functions do not,
 # which is 1-2 us per call at these sizes.  Hence ``torch.mul(a, b)`` and friends below.
 
@@ -397,6 +399,12 @@ def _mlp(
         if keep is not None:
             keep.append(h)
         w = params[start + 2 * j] if weights is None else weights[j]
+        if keep is None and j == n_linear - 1 and w.shape[0] < _NARROW_OUT:
+            # Inference: a narrow output (2 parameters for 1-7 entries) is up to twice as fast
+            # computed as (W h^T + b)^T: 91 against 146 us for 8192 x 64 -> 2, 108 against
+            # 198 us for -> 4.  In training the transposed layout costs the backward more
+            # than it saves (W1b: 2.86 against 2.79 ms a step).
+            return torch.addmm(params[start + 2 * j + 1].unsqueeze(1), w, h.t()).t()
         h = F.linear(h, w, params[start + 2 * j + 1])
         if j < n_linear - 1:
             h = h.relu_()
