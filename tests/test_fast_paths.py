@@ -225,6 +225,10 @@ def test_fused_run_reads_the_current_parameters_and_has_second_derivatives() -> 
     after = compose(x)
     assert not torch.allclose(before, after[0])
     torch.testing.assert_close(after, _one_by_one(compose, x))
+    # retain_graph=True: a second backward through the same graph gives the same gradients.
+    loss = after[0].pow(2).sum() + after[1].sum()
+    first = torch.autograd.grad(loss, x, retain_graph=True)[0]
+    torch.testing.assert_close(torch.autograd.grad(loss, x)[0], first)
     # create_graph=True: the second derivatives (e.g. a gradient penalty) are the plain path's.
     params = list(compose.parameters())
     second = []

@@ -210,7 +210,6 @@ class CouplingRun(_Run):
         for i in range(len(spec) - 1, -1, -1):
             block, c, n_linear = spec[i]
             x_b, log_s, s, keep = saved[i]
-            saved[i] = None  # freed as soon as used (a lower peak)
             start -= 2 * n_linear
             propagate = i > 0 or need_x  # the first layer's input gradients only if x needs them
             g_xb, g_out = _affine_backward(g[block], g_l, x_b, log_s, s, c)
@@ -280,7 +279,6 @@ class AutoregressiveRun(_Run):
             c, masks = step
             layer -= 1
             x, log_s, s, keep, weights = saved[layer]
-            saved[layer] = None
             start -= 2 * len(masks)
             propagate = layer > 0 or need_x
             g_x, g_out = _affine_backward(g, g_l, x, log_s, s, c)
