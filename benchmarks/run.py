@@ -68,6 +68,10 @@ import workloads as wl  # noqa: E402
 
 SPEED = ("W1", "W1b", "W2", "W3")
 ALL = SPEED + ("W4", "W5")
+# Training steps per timed call are chosen so that a call takes about 0.3-1 s: with 20 steps
+# (50-100 ms windows, runs 1-4) a burst of load on this 2-core VM could slow two or three of
+# the five rounds of one library and not the others' (docs/benchmarks.md, run 5).
+W5_STEPS = 40
 COMPILED = "flowscope (compiled)"
 
 # Per workload: event shape, training batch, log_prob points, samples, and how sampling is
@@ -77,7 +81,7 @@ SPECS: dict[str, dict] = {
         "title": "2-D RealNVP, 8 affine couplings, MLP 2x64",
         "shape": (2,),
         "batch": 512,
-        "steps": 20,
+        "steps": 100,
         "log_prob_n": 100_000,
         "sample_n": 100_000,
         "sample_as": "rate",
@@ -86,7 +90,7 @@ SPECS: dict[str, dict] = {
         "title": "2-D MAF, 5 MADE layers 2x64",
         "shape": (2,),
         "batch": 512,
-        "steps": 20,
+        "steps": 100,
         "log_prob_n": 100_000,
         "sample_n": 100_000,
         "sample_as": "rate",
@@ -95,7 +99,7 @@ SPECS: dict[str, dict] = {
         "title": "784-D MAF, 5 layers, MADE 1x512",
         "shape": (784,),
         "batch": 100,
-        "steps": 3,
+        "steps": 10,
         "log_prob_n": 5_000,
         "sample_n": 100,
         "sample_as": "seconds",
@@ -398,7 +402,7 @@ def mixture_run(args: argparse.Namespace) -> dict:
         opt = torch.optim.Adam(mix.parameters(), lr=1e-4)
 
         def run(mix=mix, opt=opt) -> None:
-            for i in range(10):
+            for i in range(W5_STEPS):
                 opt.zero_grad(set_to_none=True)
                 mix.loss(batches[i % len(batches)]).backward()
                 opt.step()
@@ -406,7 +410,7 @@ def mixture_run(args: argparse.Namespace) -> dict:
         tasks[f"K={k}"] = run
     repeats = 3 if args.quick else args.repeats
     secs = timing.interleaved(tasks, repeats, warmup=1, budget_s=args.budget)
-    step_ms = {name: 1e3 * timing.median(s) / 10 for name, s in secs.items()}
+    step_ms = {name: 1e3 * timing.median(s) / W5_STEPS for name, s in secs.items()}
     # (the clock chosen by --clock)
     out = {
         "step_ms": step_ms,
@@ -525,7 +529,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--libs", default=",".join(wl.LIBRARIES), help="libraries to compare")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer/smaller repeats")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per metric")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds per metric")
     parser.add_argument("--seeds", type=int, default=3, help="W4 seeds (default 3)")
     parser.add_argument("--budget", type=float, default=40.0, help="max timed s per lib/metric")
     parser.add_argument("--profile", action="store_true", help="profile one training window")
