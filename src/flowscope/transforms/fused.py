@@ -405,7 +405,12 @@ def _mlp(
             # 198 us for -> 4.  In training the transposed layout costs the backward more
             # than it saves (W1b: 2.86 against 2.79 ms a step).
             return torch.addmm(params[start + 2 * j + 1].unsqueeze(1), w, h.t()).t()
-        h = F.linear(h, w, params[start + 2 * j + 1])
+        if w.shape[1] == 1:
+            # One input (2-D couplings): the outer product as a broadcast multiply-add, not a
+            # rank-1 GEMM: 59 against 150 us for 8192 rows x 64, 5 against 7 us for 512.
+            h = torch.addcmul(params[start + 2 * j + 1], h, w.t())
+        else:
+            h = F.linear(h, w, params[start + 2 * j + 1])
         if j < n_linear - 1:
             h = h.relu_()
     return h
