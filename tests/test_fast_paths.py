@@ -240,6 +240,36 @@ def test_fused_run_reads_the_current_parameters_and_has_second_derivatives() -> 
         torch.testing.assert_close(a, b)
 
 
+def test_fused_runs_follow_replaced_layers_and_transformers() -> None:
+    from flowscope.transforms import AffineTransformer
+    from flowscope.transforms.fused import CouplingRun
+
+    x = torch.randn(6, 2, dtype=torch.float64)
+    for model in ("realnvp", "maf"):
+        compose = _perturb(getattr(models, model)(2, layers=2).transform.double())
+        compose(x)  # the runs are built
+        first = compose[0].net if model == "realnvp" else compose[0].made.layers
+        # A layer replaced inside a member's network: the next call uses the new one.
+        old = first[0]
+        first[0] = type(old)(old.mask.clone()) if model == "maf" else torch.nn.Linear(1, 64)
+        _perturb(first[0].double(), 0.5)
+        for a, b in zip(compose(x), _one_by_one(compose, x)):
+            torch.testing.assert_close(a, b)
+        # A member's transformer replaced (not a module): the layer-by-layer path.
+        compose[0].transformer = AffineTransformer(scale="sigmoid")
+        for a, b in zip(compose(x), _one_by_one(compose, x)):
+            torch.testing.assert_close(a, b)
+        with torch.no_grad():
+            u = compose(x)[0]
+            for a, b in zip(compose.inverse(u), _one_by_one(compose, u, inverse=True)):
+                torch.testing.assert_close(a, b)
+    # Rebuilt after a submodule assignment: a replaced conditioner is no longer fused.
+    compose = models.realnvp(2, layers=2).transform
+    assert isinstance(compose._members(x, None)[0], CouplingRun)
+    compose[1].net = torch.nn.Sequential(torch.nn.Linear(1, 2))
+    assert [type(m).__name__ for m in compose._members(x, None)] == ["CouplingRun", "Coupling"]
+
+
 @pytest.mark.parametrize("name", ["realnvp", "maf"])
 def test_chunked_inference_equals_one_pass(name: str) -> None:
     flow = _perturb(getattr(models, name)(2, layers=2, hidden=8)).eval()

@@ -92,14 +92,15 @@ class Compose(Transform):
 
         Only where the generic path gives nothing more: no context, and not under
         ``torch.compile`` or ``vmap`` (``_tracing``), whose compiler fuses the generic graph.
-        The grouping is rebuilt whenever the member list changes.
+        The grouping is rebuilt whenever the member list changes or a submodule is assigned
+        anywhere (``fused.structure_version``).
         """
         if context is not None or _tracing(x):
             return self.transforms
-        key = tuple(map(id, self.transforms))
-        if key != self._fused_key:
-            from .fused import fuse  # fused.py imports the layer modules
+        from .fused import fuse, structure_version  # fused.py imports the layer modules
 
+        key = (structure_version(), *map(id, self.transforms))
+        if key != self._fused_key:
             self._fused, self._fused_key = fuse(list(self.transforms)), key
         return self._fused
 

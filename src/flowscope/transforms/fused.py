@@ -42,6 +42,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.module import register_module_module_registration_hook
 
 from .._checks import check_event_shape
 from ..nets import MLP
@@ -50,7 +51,26 @@ from .coupling import Coupling
 from .linear import ReversePermutation
 from .transformers import _SIGMOID_TANH_MIN, AffineTransformer
 
-__all__ = ["CouplingRun", "AutoregressiveRun", "fuse"]
+__all__ = ["CouplingRun", "AutoregressiveRun", "fuse", "structure_version"]
+
+# Every submodule assignment anywhere (``coupling.net = ...``, ``mlp[0] = nn.Linear(...)``,
+# ``made.activation = ...``) bumps this count; ``Compose`` rebuilds its runs when it changes, so
+# a run never keeps a replaced layer.  (Parameters are read at every call; transformers, which
+# are not modules, are checked at every call: ``_Run._spec``.)
+_registrations = [0]
+
+
+def _on_registration(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
+    _registrations[0] += 1
+
+
+register_module_module_registration_hook(_on_registration)
+
+
+def structure_version() -> int:
+    """How many submodules have been assigned since flowscope's fused runs were imported."""
+    return _registrations[0]
+
 
 _NARROW_OUT = 16  # output widths below this are computed transposed (see _mlp)
 
@@ -101,6 +121,8 @@ class _Run:
     dict and ``repr`` are unchanged.  It offers the ``_forward`` / ``_inverse`` of a transform.
     """
 
+    _fused_inverse = True
+
     def __init__(self, members: list, linears: list[nn.Linear], features: int) -> None:
         self.members = members
         self.features = features
@@ -116,8 +138,10 @@ class _Run:
 
     def _forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_event_shape("x", x, (self.features,))
-        params = self._params()
         spec = self._spec()
+        if spec is None:  # a transformer was changed since the run was built
+            return self._plain(x)
+        params = self._params()
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
             return _Fused.apply(x, self, spec, *params)
         return self._run(x, spec, params, None)
@@ -125,7 +149,9 @@ class _Run:
     def _inverse(self, u: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_event_shape("u", u, (self.features,))
         if not torch.is_grad_enabled() and self._fused_inverse:
-            return self._run_inverse(u, self._spec(), self._params())
+            spec = self._spec()
+            if spec is not None:
+                return self._run_inverse(u, spec, self._params())
         # With autograd (reverse KL), or a MAF's one-coordinate-at-a-time sampler: per layer.
         total: Tensor | None = None
         for t in reversed(self.members):
@@ -141,9 +167,8 @@ class _Run:
             total = ladj if total is None else total + ladj
         return x, total  # type: ignore[return-value]
 
-    _fused_inverse = True
-
-    def _spec(self) -> list:
+    def _spec(self) -> list | None:
+        """What the arithmetic needs per member, or None if a member no longer qualifies."""
         raise NotImplementedError
 
     def _run(self, x: Tensor, spec: list, params: list[Tensor], saved: list | None):  # noqa: ANN202
@@ -154,7 +179,7 @@ class _Run:
 
     def _backward(
         self, saved: list, spec: list, params: list, g_y: Tensor, g_l: Tensor, need_x: bool
-    ):  # noqa: ANN202, E501
+    ):  # noqa: ANN202
         raise NotImplementedError
 
 
@@ -168,8 +193,10 @@ class CouplingRun(_Run):
         self.boundary = boundary
         self.blocks = blocks  # transformed block (0 or 1) of each layer
 
-    def _spec(self) -> list[tuple[int, float, int]]:
+    def _spec(self) -> list[tuple[int, float, int]] | None:
         """Per layer: ``(transformed block, clamp c, number of linear layers)``."""
+        if not all(_soft_clamped(c.transformer) for c in self.couplings):
+            return None
         return [
             (b, c.transformer.clamp, (len(c.net) + 1) // 2)
             for b, c in zip(self.blocks, self.couplings)
@@ -234,8 +261,12 @@ class AutoregressiveRun(_Run):
         linears = [layer for t in mafs for layer in t.made.layers]
         super().__init__(members, linears, mafs[0].features)
 
-    def _spec(self) -> list:
+    def _spec(self) -> list | None:
         """Per member: None (reverse the order) or ``(clamp c, masks: None where all ones)``."""
+        if not all(
+            _soft_clamped(t.transformer) for t in self.members if type(t) is not ReversePermutation
+        ):
+            return None
         return [
             None
             if type(t) is ReversePermutation
