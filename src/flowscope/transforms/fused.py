@@ -230,7 +230,7 @@ class CouplingRun(_Run):
 
     def _backward(
         self, saved: list, spec: list, params: list, g_y: Tensor, g_l: Tensor, need_x: bool
-    ):  # noqa: ANN202, E501
+    ):  # noqa: ANN202
         grads: list[Tensor | None] = [None] * len(params)
         g = [g_y[:, : self.boundary], g_y[:, self.boundary :]]
         start = len(params)
@@ -299,7 +299,7 @@ class AutoregressiveRun(_Run):
 
     def _backward(
         self, saved: list, spec: list, params: list, g_y: Tensor, g_l: Tensor, need_x: bool
-    ):  # noqa: ANN202, E501
+    ):  # noqa: ANN202
         grads: list[Tensor | None] = [None] * len(params)
         g: Tensor | None = g_y
         start, layer = len(params), len(saved)
