@@ -107,3 +107,22 @@ def test_inductor_output_equals_eager() -> None:
         raise
     with torch.no_grad():
         torch.testing.assert_close(got, flow.log_prob(x), rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_loss_does_not_recompile_when_modules_are_built_elsewhere() -> None:
+    """Building other modules between calls (the fused runs count submodule assignments for
+    eager mode) must not invalidate a compiled graph: one compilation for all calls."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    for build in (models.realnvp, models.maf):
+        counter.clear()
+        flow = _perturbed(build(2, layers=2, hidden=8)).train()
+        x = torch.randn(16, 2)
+        flow.loss(x)  # eager first: the fused runs (and their registration count) are in use
+        loss = torch.compile(flow.loss, backend=counter)
+        for _ in range(3):
+            loss(x).backward()
+            models.maf(2, layers=1, hidden=4)  # registers submodules: the fused runs' count
+        assert counter.frame_count == 1, build.__name__

@@ -61,7 +61,10 @@ _registrations = [0]
 
 
 def _on_registration(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
-    _registrations[0] += 1
+    # Not while torch.compile traces: compiled code never uses the fused runs, and a count read
+    # there would become a guard that every later module construction breaks (recompiles).
+    if not torch.compiler.is_compiling():
+        _registrations[0] += 1
 
 
 register_module_module_registration_hook(_on_registration)
