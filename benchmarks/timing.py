@@ -1,9 +1,11 @@
 """Interleaved timers: every library is timed in turn, round after round, in one process.
 
 On a shared machine the load drifts over seconds; timing library A for a minute and then
-library B would charge B (or A) for the drift.  Interleaving the repeats (A, B, C, A, B, C, ...)
-spreads the drift over all of them, and the median over rounds discards the rounds a burst of
-load hit.
+library B would charge B (or A) for the drift.  Interleaving the repeats (A, B, C, B, C, A,
+C, A, B, ...) spreads the drift over all of them, and the median over rounds discards the
+rounds a burst of load hit.  The order turns by one place each round, so that no library
+always runs first (after the warm-up, or after the same neighbour, whose memory traffic leaves
+the caches in a state of its own).
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ def interleaved(
                 cpus[name].append(c)
                 break
     spent = {name: sum(s) for name, s in walls.items()}
-    for _ in range(repeats):
-        for name, fn in tasks.items():
+    names = list(tasks)
+    for r in range(repeats):
+        for name in rotated(names, r):
+            fn = tasks[name]
             if walls[name] and (spent[name] > budget_s or walls[name][0] > LONG_CALL_S):
                 continue
             w, c = _timed(fn)
@@ -71,8 +75,26 @@ def interleaved(
     return cpus if CLOCK["name"] == "cpu" else walls
 
 
+def rotated(names: list[str], r: int) -> list[str]:
+    """``names`` turned by ``r`` places: round ``r`` starts with ``names[r % len(names)]``."""
+    k = r % len(names)
+    return names[k:] + names[:k]
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def paired_ratio(fast: list[float], slow: list[float]) -> float | None:
+    """Median over rounds of ``slow[r] / fast[r]`` (seconds of the same round), or None.
+
+    Rounds are adjacent in time, so a drift of the machine's speed that spans a round cancels
+    in its ratio, where it would move one library's median and not the other's.  None with
+    fewer than 3 rounds measured for both (a long call timed once).  Entry ``r`` of each list
+    is round ``r``: a task the time budget stops early is skipped in every later round.
+    """
+    pairs = [s / f for f, s in zip(fast, slow) if f > 0]
+    return statistics.median(pairs) if len(pairs) >= 3 else None
 
 
 def train_task(
