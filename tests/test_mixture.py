@@ -140,6 +140,57 @@ def test_stacked_maf_with_staircase_layers_equals_a_loop():
         )
 
 
+def _vmapped(bank: StackedFlows, x: torch.Tensor) -> torch.Tensor:
+    """The generic path: every component's layer-by-layer log_prob under vmap, ``(batch, K)``."""
+    xs = x.expand(bank.num_components, *x.shape)
+    return bank._map("log_prob", (xs,), (0,)).transpose(0, 1)
+
+
+@pytest.mark.parametrize("kind", ["realnvp", "maf"])
+def test_stacked_fused_run_equals_the_vmapped_path(kind):
+    # RealNVP and small-MAF components are one fused run each: StackedFlows evaluates the run
+    # on the stacked (K, ...) parameters without vmap.  Same densities and gradients (float64).
+    bank = MixtureOfFlows(_flows(3, kind, features=3), batched=True).components.double()
+    x = torch.randn(16, 3, dtype=torch.float64, requires_grad=True)
+    assert bank._fused_log_prob(x.expand(3, 16, 3)) is not None  # the path under test is used
+    w = torch.randn(16, 3, dtype=torch.float64)
+    params = list(bank.parameters())
+    fused = bank.log_prob(x)
+    reference = _vmapped(bank, x)
+    torch.testing.assert_close(fused, reference)
+    g_fused = torch.autograd.grad((fused * w).sum(), [x, *params])
+    g_ref = torch.autograd.grad((reference * w).sum(), [x, *params])
+    for a, b in zip(g_fused, g_ref):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():  # inference: the run without saving anything, in chunks if large
+        torch.testing.assert_close(bank.log_prob(x), reference.detach())
+        big = torch.randn(6000, 3, dtype=torch.float64)
+        assert 6000 > 2 * max(256, bank.flow.chunk_rows // 3)
+        torch.testing.assert_close(bank.log_prob(big), _vmapped(bank, big))
+
+
+def test_stacked_fused_run_second_derivatives():
+    # create_graph=True differentiates the vmapped generic path instead (same values).
+    bank = MixtureOfFlows(_flows(2, "realnvp"), batched=True).components.double()
+    x = torch.randn(8, 2, dtype=torch.float64, requires_grad=True)
+    p = next(bank.parameters())
+    outs = []
+    for log_prob in (bank.log_prob, lambda t: _vmapped(bank, t)):
+        (g_x,) = torch.autograd.grad(log_prob(x).sum(), x, create_graph=True)
+        outs.append(torch.autograd.grad(g_x.pow(2).sum(), p)[0])
+    torch.testing.assert_close(outs[0], outs[1])
+
+
+def test_stacked_components_off_the_fused_run_use_vmap():
+    # A learned base is not part of the run: vmap path, same numbers as the loop.
+    flows = [models.realnvp(2, layers=2, hidden=8, base="diagonal") for _ in range(2)]
+    m = MixtureOfFlows(flows, batched=True)
+    x = torch.randn(6, 2)
+    assert m.components._fused_log_prob(x.expand(2, 6, 2)) is None
+    reference = torch.stack([f.log_prob(x) for f in flows], dim=1)
+    torch.testing.assert_close(m.component_log_prob(x), reference, atol=1e-5, rtol=1e-5)
+
+
 def test_top_level_export():
     import flowscope
 

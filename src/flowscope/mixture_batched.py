@@ -31,7 +31,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from .distributions import StandardNormal
 from .flow import Flow
+from .transforms.fused import stacked_forward
 from .transforms.normalization import ActNorm, BatchNorm
 
 __all__ = ["ComponentBank", "StackedFlows", "FlowList", "same_architecture", "make_bank"]
@@ -180,7 +182,33 @@ class StackedFlows(ComponentBank):
         # is batched: layers that switch to a custom kernel unless their input is traced (e.g.
         # a MADE fast path keyed on `_tracing(x)`) then take their vmap-safe path.
         xs = x.expand(self.num_components, *x.shape)
+        fused = self._fused_log_prob(xs)
+        if fused is not None:
+            return fused.transpose(0, 1)
         return self._map("log_prob", (xs,), (0,)).transpose(0, 1)
+
+    def _fused_log_prob(self, xs: Tensor) -> Tensor | None:
+        """``(K, batch)`` log-densities without ``vmap``, when the template is one fused run.
+
+        RealNVP and small-MAF components with a standard-normal base: their whole transform is
+        one run of ``transforms/fused.py``, whose arithmetic takes the stacked ``(K, ...)``
+        parameters as they are (batched products, one autograd node, the written-out
+        backward).  Anything else (another base, other layers, a compiler): None.
+        """
+        flow = self.flow
+        if len(self.shape) != 1 or type(flow.base) is not StandardNormal:
+            return None
+        # Without autograd, large batches go in chunks of about a single flow's chunk of
+        # activations (Flow._rows): K times fewer rows.
+        rows = max(256, flow.chunk_rows // self.num_components)
+        if not torch.is_grad_enabled() and xs.shape[1] > 2 * rows:
+            parts = [self._fused_log_prob(c) for c in xs.split(rows, dim=1)]
+            return None if parts[0] is None else torch.cat(parts, dim=1)  # type: ignore[arg-type]
+        out = stacked_forward(flow.transform, xs, lambda x: self._map("encode", (x,), (0,)))
+        if out is None:
+            return None
+        u, ladj = out
+        return flow.base._log_prob(u.reshape(-1, u.shape[-1])).view(u.shape[:-1]) + ladj
 
     def sample(self, k: int, n: int, temperature: float = 1.0) -> Tensor:
         return self._at(k, "sample", n, temperature=temperature)
