@@ -191,6 +191,32 @@ def test_stacked_components_off_the_fused_run_use_vmap():
     torch.testing.assert_close(m.component_log_prob(x), reference, atol=1e-5, rtol=1e-5)
 
 
+def test_stacked_components_with_their_own_orders_use_vmap():
+    # MADEs with a random order per component: masks and orders are stacked buffers, which the
+    # layers read under vmap; the fused run (one template's masks) must not be used.
+    from flowscope.distributions import StandardNormal
+    from flowscope.flow import Flow
+    from flowscope.transforms import AffineTransformer, Compose, MaskedAutoregressive
+
+    flows = [
+        Flow(
+            Compose([MaskedAutoregressive(3, AffineTransformer(), 8, 1, order="random", seed=s)]),
+            StandardNormal(3),
+        )
+        for s in (0, 1)
+    ]
+    with torch.no_grad():
+        for f in flows:
+            for p in f.parameters():
+                p.normal_(0.0, 0.3)
+    m = MixtureOfFlows(flows, batched=True)
+    assert m.components._stacked_buffers
+    x = torch.randn(6, 3)
+    assert m.components._fused_log_prob(x.expand(2, 6, 3)) is None
+    reference = torch.stack([f.log_prob(x) for f in flows], dim=1)
+    torch.testing.assert_close(m.component_log_prob(x), reference, atol=1e-5, rtol=1e-5)
+
+
 def test_top_level_export():
     import flowscope
 

@@ -193,10 +193,13 @@ class StackedFlows(ComponentBank):
         RealNVP and small-MAF components with a standard-normal base: their whole transform is
         one run of ``transforms/fused.py``, whose arithmetic takes the stacked ``(K, ...)``
         parameters as they are (batched products, one autograd node, the written-out
-        backward).  Anything else (another base, other layers, a compiler): None.
+        backward).  Anything else (another base, other layers, buffers that differ between
+        components, a compiler): None.
         """
         flow = self.flow
         if len(self.shape) != 1 or type(flow.base) is not StandardNormal:
+            return None
+        if self._stacked_buffers:  # per-component masks or orders: the layers read them under vmap
             return None
         # Without autograd, large batches go in chunks of about a single flow's chunk of
         # activations (Flow._rows): K times fewer rows.
