@@ -169,6 +169,27 @@ def test_stacked_fused_run_equals_the_vmapped_path(kind):
         torch.testing.assert_close(bank.log_prob(big), _vmapped(bank, big))
 
 
+def test_stacked_fused_sampling_equals_the_vmapped_decoder():
+    from flowscope.transforms.fused import stacked_inverse
+
+    bank = MixtureOfFlows(_flows(3, "realnvp", features=3), batched=True).components.double()
+    u = torch.randn(3, 5000, 3, dtype=torch.float64)
+    with torch.no_grad():
+        fused = stacked_inverse(bank.flow.transform, u)
+        assert fused is not None
+        torch.testing.assert_close(fused, bank._map("decode", (u,), (0,)))
+        draws = bank.sample_all(4000, temperature=0.5)  # chunked: 4000 > max(256, 8192 // 3)
+    assert draws.shape == (3, 4000, 3) and torch.isfinite(draws).all()
+    # With autograd on trainable parameters the run's inverse is not used (vmap path).
+    assert stacked_inverse(bank.flow.transform, u) is None
+    assert bank.sample_all(4, temperature=1.0).requires_grad
+    # MAF components keep their one-coordinate-at-a-time sampler (vmap path).
+    maf = MixtureOfFlows(_flows(2, "maf", features=3), batched=True).components
+    with torch.no_grad():
+        assert stacked_inverse(maf.flow.transform, torch.randn(2, 4, 3)) is None
+        assert maf.sample_all(4).shape == (2, 4, 3)
+
+
 def test_stacked_fused_run_second_derivatives():
     # create_graph=True differentiates the vmapped generic path instead (same values).
     bank = MixtureOfFlows(_flows(2, "realnvp"), batched=True).components.double()

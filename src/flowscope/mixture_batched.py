@@ -33,7 +33,7 @@ from torch.func import functional_call, vmap
 
 from .distributions import StandardNormal
 from .flow import Flow
-from .transforms.fused import stacked_forward
+from .transforms.fused import stacked_forward, stacked_inverse
 from .transforms.normalization import ActNorm, BatchNorm
 
 __all__ = ["ComponentBank", "StackedFlows", "FlowList", "same_architecture", "make_bank"]
@@ -187,6 +187,15 @@ class StackedFlows(ComponentBank):
             return fused.transpose(0, 1)
         return self._map("log_prob", (xs,), (0,)).transpose(0, 1)
 
+    def _fusable(self) -> bool:
+        """Whether the fused run may serve: a vector flow with the standard-normal base and no
+        per-component buffers (masks or orders that differ are read by the layers under vmap)."""
+        return (
+            len(self.shape) == 1
+            and type(self.flow.base) is StandardNormal
+            and not self._stacked_buffers
+        )
+
     def _fused_log_prob(self, xs: Tensor) -> Tensor | None:
         """``(K, batch)`` log-densities without ``vmap``, when the template is one fused run.
 
@@ -197,9 +206,7 @@ class StackedFlows(ComponentBank):
         components, a compiler): None.
         """
         flow = self.flow
-        if len(self.shape) != 1 or type(flow.base) is not StandardNormal:
-            return None
-        if self._stacked_buffers:  # per-component masks or orders: the layers read them under vmap
+        if not self._fusable():
             return None
         # Without autograd, large batches go in chunks of about a single flow's chunk of
         # activations (Flow._rows): K times fewer rows.
@@ -217,6 +224,15 @@ class StackedFlows(ComponentBank):
         return self._at(k, "sample", n, temperature=temperature)
 
     def sample_all(self, n: int, temperature: float = 1.0) -> Tensor:
+        if self._fusable():
+            # K * n base draws, decoded by the coupling run on the stacked parameters (no
+            # autograd; chunked like Flow.sample): (K, n, D).
+            u = self.flow.base.sample(self.num_components * n, temperature)
+            u = u.view(self.num_components, n, *self.shape)
+            rows = max(256, self.flow.chunk_rows // self.num_components)
+            parts = [stacked_inverse(self.flow.transform, c) for c in u.split(rows, dim=1)]
+            if all(p is not None for p in parts):
+                return torch.cat(parts, dim=1)  # type: ignore[arg-type]
         return self._map("sample", (), (), randomness="different", n=n, temperature=temperature)
 
     def component(self, k: int) -> Flow:

@@ -53,7 +53,14 @@ from .coupling import Coupling
 from .linear import ReversePermutation
 from .transformers import _SIGMOID_TANH_MIN, AffineTransformer
 
-__all__ = ["CouplingRun", "AutoregressiveRun", "fuse", "stacked_forward", "structure_version"]
+__all__ = [
+    "CouplingRun",
+    "AutoregressiveRun",
+    "fuse",
+    "stacked_forward",
+    "stacked_inverse",
+    "structure_version",
+]
 
 # Every submodule assignment anywhere (``coupling.net = ...``, ``mlp[0] = nn.Linear(...)``,
 # ``made.activation = ...``) bumps this count; ``Compose`` rebuilds its runs when it changes, so
@@ -357,20 +364,40 @@ def stacked_forward(
     caller ``vmap``s the generic path.  ``plain(x)`` must compute the same with autograd: it
     is what ``create_graph=True`` differentiates.
     """
-    grouping = getattr(transform, "_members", None)
-    if grouping is None:
-        return None
-    members = grouping(x[0], None)  # the template's runs (none under compile or vmap)
-    if len(members) != 1 or not isinstance(members[0], _Run):
-        return None
-    run = members[0]
-    spec = run._spec()
-    if spec is None:
+    run, spec = _single_run(transform, x)
+    if run is None:
         return None
     params = run._params()
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return _Fused.apply(x, _StackedRun(run, plain), spec, *params)
     return run._run(x, spec, params, None)
+
+
+def stacked_inverse(transform: nn.Module, u: Tensor) -> Tensor | None:
+    """Latent -> data of K stacked copies of ``transform`` on ``u (K, n, D)``; or None.
+
+    Without autograd only (sampling for figures and evaluation), for a coupling run (MAF
+    sampling keeps its one-coordinate-at-a-time sampler): ``(K, n, D)``.
+    """
+    run, spec = _single_run(transform, u)
+    if run is None or not run._fused_inverse:
+        return None
+    params = run._params()
+    if torch.is_grad_enabled() and (u.requires_grad or any(p.requires_grad for p in params)):
+        return None
+    return run._run_inverse(u, spec, params)[0]
+
+
+def _single_run(transform: nn.Module, x: Tensor) -> tuple[_Run | None, list | None]:
+    """``transform``'s one fused run and its spec, if the whole transform is one run."""
+    grouping = getattr(transform, "_members", None)
+    if grouping is None:
+        return None, None
+    members = grouping(x[0], None)  # the template's runs (none under compile or vmap)
+    if len(members) != 1 or not isinstance(members[0], _Run):
+        return None, None
+    spec = members[0]._spec()
+    return (None, None) if spec is None else (members[0], spec)
 
 
 def fuse(transforms: list) -> list:
