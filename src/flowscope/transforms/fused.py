@@ -35,6 +35,11 @@ through the autograd Jacobian (which goes through this backward).  With ``create
 autograd can differentiate again.  ``Compose`` uses a run only where the generic path would
 give nothing more: no context, not under ``torch.compile`` or ``vmap`` (``_checks._tracing``),
 where the compiler fuses the generic graph itself.
+
+The arithmetic takes any leading axes: :func:`stacked_forward` and :func:`stacked_inverse`
+run a ``StackedFlows`` template's one run on its stacked ``(K, ...)`` parameters and a
+``(K, batch, D)`` input (batched products, in the layouts MKL handles well), which is how a
+mixture of K RealNVP or small-MAF components trains without ``vmap``.
 """
 
 from __future__ import annotations
