@@ -170,24 +170,30 @@ def test_stacked_fused_run_equals_the_vmapped_path(kind):
 
 
 def test_stacked_fused_sampling_equals_the_vmapped_decoder():
-    from flowscope.transforms.fused import stacked_inverse
+    from flowscope.transforms.fused import stacked_decoder
 
     bank = MixtureOfFlows(_flows(3, "realnvp", features=3), batched=True).components.double()
     u = torch.randn(3, 5000, 3, dtype=torch.float64)
     with torch.no_grad():
-        fused = stacked_inverse(bank.flow.transform, u)
-        assert fused is not None
-        torch.testing.assert_close(fused, bank._map("decode", (u,), (0,)))
+        decode = stacked_decoder(bank.flow.transform)
+        assert decode is not None
+        torch.testing.assert_close(decode(u), bank._map("decode", (u,), (0,)))
         draws = bank.sample_all(4000, temperature=0.5)  # chunked: 4000 > max(256, 8192 // 3)
     assert draws.shape == (3, 4000, 3) and torch.isfinite(draws).all()
     # With autograd on trainable parameters the run's inverse is not used (vmap path).
-    assert stacked_inverse(bank.flow.transform, u) is None
+    assert stacked_decoder(bank.flow.transform) is None
     assert bank.sample_all(4, temperature=1.0).requires_grad
-    # MAF components keep their one-coordinate-at-a-time sampler (vmap path).
+    # MAF components keep their one-coordinate-at-a-time sampler (vmap path), and no latent
+    # is drawn for nothing before it: the same draws as the vmapped sampler from one seed.
     maf = MixtureOfFlows(_flows(2, "maf", features=3), batched=True).components
     with torch.no_grad():
-        assert stacked_inverse(maf.flow.transform, torch.randn(2, 4, 3)) is None
-        assert maf.sample_all(4).shape == (2, 4, 3)
+        assert stacked_decoder(maf.flow.transform) is None
+        torch.manual_seed(5)
+        a = maf.sample_all(4)
+        torch.manual_seed(5)
+        b = maf._map("sample", (), (), randomness="different", n=4, temperature=1.0)
+    assert a.shape == (2, 4, 3)
+    torch.testing.assert_close(a, b)
 
 
 def test_stacked_fused_run_second_derivatives():

@@ -33,7 +33,7 @@ from torch.func import functional_call, vmap
 
 from .distributions import StandardNormal
 from .flow import Flow
-from .transforms.fused import stacked_forward, stacked_inverse
+from .transforms.fused import stacked_decoder, stacked_forward
 from .transforms.normalization import ActNorm, BatchNorm
 
 __all__ = ["ComponentBank", "StackedFlows", "FlowList", "same_architecture", "make_bank"]
@@ -224,15 +224,14 @@ class StackedFlows(ComponentBank):
         return self._at(k, "sample", n, temperature=temperature)
 
     def sample_all(self, n: int, temperature: float = 1.0) -> Tensor:
-        if self._fusable():
+        decode = stacked_decoder(self.flow.transform) if self._fusable() else None
+        if decode is not None:
             # K * n base draws, decoded by the coupling run on the stacked parameters (no
             # autograd; chunked like Flow.sample): (K, n, D).
             u = self.flow.base.sample(self.num_components * n, temperature)
             u = u.view(self.num_components, n, *self.shape)
             rows = max(256, self.flow.chunk_rows // self.num_components)
-            parts = [stacked_inverse(self.flow.transform, c) for c in u.split(rows, dim=1)]
-            if all(p is not None for p in parts):
-                return torch.cat(parts, dim=1)  # type: ignore[arg-type]
+            return torch.cat([decode(c) for c in u.split(rows, dim=1)], dim=1)
         return self._map("sample", (), (), randomness="different", n=n, temperature=temperature)
 
     def component(self, k: int) -> Flow:

@@ -36,7 +36,7 @@ autograd can differentiate again.  ``Compose`` uses a run only where the generic
 give nothing more: no context, not under ``torch.compile`` or ``vmap`` (``_checks._tracing``),
 where the compiler fuses the generic graph itself.
 
-The arithmetic takes any leading axes: :func:`stacked_forward` and :func:`stacked_inverse`
+The arithmetic takes any leading axes: :func:`stacked_forward` and :func:`stacked_decoder`
 run a ``StackedFlows`` template's one run on its stacked ``(K, ...)`` parameters and a
 ``(K, batch, D)`` input (batched products, in the layouts MKL handles well), which is how a
 mixture of K RealNVP or small-MAF components trains without ``vmap``.
@@ -63,7 +63,7 @@ __all__ = [
     "AutoregressiveRun",
     "fuse",
     "stacked_forward",
-    "stacked_inverse",
+    "stacked_decoder",
     "structure_version",
 ]
 
@@ -378,19 +378,23 @@ def stacked_forward(
     return run._run(x, spec, params, None)
 
 
-def stacked_inverse(transform: nn.Module, u: Tensor) -> Tensor | None:
-    """Latent -> data of K stacked copies of ``transform`` on ``u (K, n, D)``; or None.
+def stacked_decoder(transform: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """Latent -> data of K stacked copies of ``transform``, ``u (K, n, D) -> (K, n, D)``; or None.
 
-    Without autograd only (sampling for figures and evaluation), for a coupling run (MAF
-    sampling keeps its one-coordinate-at-a-time sampler): ``(K, n, D)``.
+    Decided before any latent is drawn: a coupling run (MAF sampling keeps its
+    one-coordinate-at-a-time sampler) whose parameters need no gradient here (sampling for
+    figures and evaluation; with autograd the caller takes the generic path).
     """
-    run, spec = _single_run(transform, u)
+    probe = next(transform.parameters(), None)
+    if probe is None or probe.dim() == 0:
+        return None
+    run, spec = _single_run(transform, probe)
     if run is None or not run._fused_inverse:
         return None
     params = run._params()
-    if torch.is_grad_enabled() and (u.requires_grad or any(p.requires_grad for p in params)):
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
         return None
-    return run._run_inverse(u, spec, params)[0]
+    return lambda u: run._run_inverse(u, spec, params)[0]
 
 
 def _single_run(transform: nn.Module, x: Tensor) -> tuple[_Run | None, list | None]:
@@ -398,7 +402,8 @@ def _single_run(transform: nn.Module, x: Tensor) -> tuple[_Run | None, list | No
     grouping = getattr(transform, "_members", None)
     if grouping is None:
         return None, None
-    members = grouping(x[0], None)  # the template's runs (none under compile or vmap)
+    # x[0]: one component's slice, for the tracing check (no runs under compile or vmap).
+    members = grouping(x[0], None)
     if len(members) != 1 or not isinstance(members[0], _Run):
         return None, None
     spec = members[0]._spec()
