@@ -17,7 +17,7 @@ glibc = pytest.mark.skipif(allocator._glibc() is None, reason="the C library is 
 
 # A step-like pattern: a chain of 20 activations of 640 KiB (a (5, 512, 64) float32 tensor, as
 # in a 5-component stacked mixture) kept for a "backward" pass that reads them in reverse, then
-# all freed; repeated.  Prints the minor page faults per round.
+# all freed; repeated.  Prints the minor page faults of each of 20 rounds.
 _ROUNDS = """
 import json, resource, sys, torch
 torch.set_num_threads(1)
@@ -36,17 +36,25 @@ def rounds(n):
     for _ in range(n):
         step()
 rounds(3)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-rounds(20)
-print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20))
+per_round = []
+for _ in range(20):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    per_round.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps(per_round))
 """
 
 
 def _faults_per_round(mode: str) -> float:
+    """Mean over the rounds without the two largest: now and then the VM faults in one whole
+    tensor again (160 faults in one round, seen in both modes, from outside the allocator;
+    three such rounds of 20 failed the plain mean's bound), while the allocator's effect is
+    spread over many rounds (defaults, measured: 430 to 3,300 faults a round on average)."""
     out = subprocess.run(
         [sys.executable, "-c", _ROUNDS, mode], capture_output=True, text=True, check=True
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    per_round = sorted(json.loads(out.stdout.strip().splitlines()[-1]))[:-2]
+    return sum(per_round) / len(per_round)
 
 
 @glibc

@@ -23,11 +23,12 @@ from flowscope.transforms import (
     image_coupling,
 )
 from flowscope.transforms.autoregressive import MADE, _staircase
+from flowscope.transforms.packing import layer_parameters
 
 
 def _perturb(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
-    with torch.no_grad():
-        for p in module.parameters():
+    with torch.no_grad():  # per layer, packed ones too (the same draws as unpacked)
+        for p in layer_parameters(module).values():
             p.add_(scale * torch.randn_like(p))
     return module
 

@@ -19,6 +19,7 @@ from cases import Case, all_cases
 
 import flowscope.models as M
 import flowscope.transforms as T
+from flowscope.transforms.packing import unpacked_grads
 
 CASES = all_cases()
 BATCH = 3
@@ -87,10 +88,11 @@ def test_transform_properties(case: Case) -> None:
     u, ladj = t(xg, ctx)
     (u.pow(2).sum() + ladj.sum()).backward()
     assert xg.grad is not None and torch.isfinite(xg.grad).all()
-    for name, p in t.named_parameters():
-        assert p.grad is not None, f"no gradient reached parameter {name}"
-        assert torch.isfinite(p.grad).all(), f"non-finite gradient in {name}"
-        assert p.grad.abs().sum() > 0, f"gradient of {name} is identically zero"
+    # Per layer: a packed run's flat tensor (transforms/packing.py) is checked slot by slot.
+    for name, grad in unpacked_grads(t).items():
+        assert grad is not None, f"no gradient reached parameter {name}"
+        assert torch.isfinite(grad).all(), f"non-finite gradient in {name}"
+        assert grad.abs().sum() > 0, f"gradient of {name} is identically zero"
 
     # State-dict round trip into a freshly built transform.
     fresh = case.build().double()

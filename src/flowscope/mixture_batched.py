@@ -35,6 +35,7 @@ from .distributions import StandardNormal
 from .flow import Flow
 from .transforms.fused import stacked_decoder, stacked_forward
 from .transforms.normalization import ActNorm, BatchNorm
+from .transforms.packing import unpack
 
 __all__ = ["ComponentBank", "StackedFlows", "FlowList", "same_architecture", "make_bank"]
 
@@ -130,12 +131,15 @@ class StackedFlows(ComponentBank):
         self.shape = tuple(flows[0].shape)
         # The holder: the template's modules, with every parameter replaced by its K-stack.  It
         # is never called with these (K, ...) tensors, only through functional_call with slices.
-        self.flow = copy.deepcopy(flows[0])
+        # Unpacked (``transforms/packing.py``): one stack per layer parameter, which is what the
+        # stacked fused run and the per-layer state dict keys read.
+        self.flow = unpack(copy.deepcopy(flows[0]))
         with torch.no_grad():
-            for name, _ in flows[0].named_parameters():
+            for name, _ in self.flow.named_parameters():
                 owner, leaf = _owner(self.flow, name)
-                stack = torch.stack([f.get_parameter(name).detach() for f in flows]).clone()
-                owner._parameters[leaf] = nn.Parameter(stack)
+                # getattr: a packed flow's layer parameter is a view of its flat tensor
+                values = [getattr(*_owner(f, name)).detach() for f in flows]
+                owner._parameters[leaf] = nn.Parameter(torch.stack(values).clone())
             stacked: list[str] = []
             for name, _ in flows[0].named_buffers():
                 values = [f.get_buffer(name) for f in flows]

@@ -42,6 +42,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .schedules import ConstantSchedule, CosineSchedule, PlateauSchedule
+from .transforms.packing import unpacked_grads
 
 __all__ = [
     "TrainConfig",
@@ -583,9 +584,14 @@ class Trainer:
             return None
         norm = _total_norm(grads)
         if not torch.isfinite(norm):
-            names = {id(p): name for name, p in self.model.named_parameters()}
-            bad = (names.get(id(p), "?") for p in params if not p.grad.isfinite().all())
-            first = next(bad, "none, the norm overflowed")
+            # Per layer: a packed run's flat tensor is named by the layer slot that failed.
+            bad = (
+                n
+                for n, g in unpacked_grads(self.model).items()
+                if g is not None and not g.isfinite().all()
+            )
+            outside = ("?" for p in params if not p.grad.isfinite().all())  # not in the model
+            first = next(bad, next(outside, "none, the norm overflowed"))
             return f"the gradient norm is {float(norm)} (first non-finite: {first})"
         if self.config.grad_clip is not None:
             scale = (self.config.grad_clip / (norm + 1e-6)).clamp(max=1.0)

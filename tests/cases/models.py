@@ -6,6 +6,7 @@ form; the case checks the inner stack (closed form in ``forward``), and for plan
 """
 
 from flowscope import models
+from flowscope.transforms import Compose
 
 from . import Case
 from .image import integers, seeded
@@ -25,6 +26,12 @@ CASES: list[Case] = [
     Case(
         "model-realnvp-3",
         _transform(models.realnvp, features=3, layers=3, hidden=8),
+        (3,),
+        (models.realnvp,),
+    ),
+    Case(  # the fused run on its layers' own tensors (transforms/packing.py, pack=False)
+        "model-realnvp-3-unpacked",
+        lambda: Compose(list(models.realnvp(3, layers=3, hidden=8).transform), pack=False),
         (3,),
         (models.realnvp,),
     ),

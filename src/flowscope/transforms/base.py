@@ -62,9 +62,14 @@ class Compose(Transform):
 
     This is the ONE place where log-determinants of a chain are accumulated (chain rule, seed 000
     eq. 2.5); flows, mixtures and multi-scale models all go through it.
+
+    Runs of members that ``transforms/fused.py`` evaluates as one (RealNVP couplings, small MAF
+    layers) have their conditioners' weights packed into one flat tensor each (``pack=True``,
+    ``transforms/packing.py``): ``parameters()`` yields ``packed.0``, ``packed.1``, ... for
+    them, the layers read views of it, and the state dict keeps the per-layer keys.
     """
 
-    def __init__(self, *transforms: Transform) -> None:
+    def __init__(self, *transforms: Transform, pack: bool = True) -> None:
         super().__init__()
         if (
             len(transforms) == 1
@@ -77,7 +82,14 @@ class Compose(Transform):
                 raise ValueError(
                     f"transforms[{i}]: expected a flowscope Transform, got {type(t).__name__}"
                 )
+        from .fused import pack_runs  # fused.py imports the layer modules
+        from .packing import Packs
+
+        # Registered first: the flat tensors are named ``packed.0``, ... (not through a layer).
+        self.packed = Packs()
         self.transforms = nn.ModuleList(transforms)
+        if pack:
+            pack_runs(self.packed, list(self.transforms))
         sizes = {t.context_features for t in transforms if t.context_features is not None}
         if len(sizes) > 1:
             raise ValueError(

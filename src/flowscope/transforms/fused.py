@@ -56,6 +56,7 @@ from ..nets import MLP
 from .autoregressive import MaskedAutoregressive
 from .coupling import Coupling
 from .linear import ReversePermutation
+from .packing import Layout, flatten_dense_tensors, layout, plain_type
 from .transformers import _SIGMOID_TANH_MIN, AffineTransformer
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "stacked_forward",
     "stacked_decoder",
     "structure_version",
+    "pack_runs",
 ]
 
 # Every submodule assignment anywhere (``coupling.net = ...``, ``mlp[0] = nn.Linear(...)``,
@@ -89,6 +91,11 @@ def structure_version() -> int:
     return _registrations[0]
 
 
+def structure_changed() -> None:
+    """Make every ``Compose`` rebuild its runs (a layer was unpacked: ``packing.py``)."""
+    _registrations[0] += 1
+
+
 _NARROW_OUT = 16  # output widths below this are computed transposed (see _mlp)
 
 # Tensor operators (``a * b``) go through a Python wrapper in torch; the torch functions do not,
@@ -110,7 +117,7 @@ def _coupling_split(t: object) -> tuple[int, int] | None:
     if not _soft_clamped(t.transformer) or type(t.net) is not MLP or len(t.net) % 2 != 1:
         return None
     for i, m in enumerate(t.net):
-        if type(m) is not (nn.Linear if i % 2 == 0 else nn.ReLU):
+        if plain_type(m) is not (nn.Linear if i % 2 == 0 else nn.ReLU):
             return None
         if i % 2 == 0 and m.bias is None:
             return None
@@ -143,11 +150,21 @@ class _Run:
     def __init__(self, members: list, linears: list[nn.Linear], features: int) -> None:
         self.members = members
         self.features = features
-        # The linear layers' parameter dicts, read at every call (a parameter replaced by
+        self.linears = linears
+        # Packed layers (``packing.py``, what ``Compose`` does): the run's parameters are ONE
+        # flat tensor, the fused node's one parameter input, whose gradient it writes in place.
+        self.layout: Layout | None = layout(linears)
+        # Otherwise the layers' parameter dicts, read at every call (a parameter replaced by
         # assignment is picked up) without nn.Module's attribute lookup (48 of them on W1).
-        self._dicts = [m._parameters for m in linears]
+        plain = all(plain_type(m) is type(m) for m in linears)
+        self._dicts = [m._parameters for m in linears] if plain else None
 
     def _params(self) -> list[Tensor]:
+        """``[w_0, b_0, w_1, b_1, ...]``: views of the flat tensor when packed."""
+        if self.layout is not None:
+            return self.layout.views(self.layout.flat())
+        if self._dicts is None:  # some layers packed, not as one tensor: through their views
+            return [getattr(m, name) for m in self.linears for name in ("weight", "bias")]
         out: list[Tensor] = []
         for d in self._dicts:
             out += (d["weight"], d["bias"])
@@ -158,8 +175,16 @@ class _Run:
         spec = self._spec()
         if spec is None:  # a transformer was changed since the run was built
             return self._plain(x)
+        grad = torch.is_grad_enabled()
+        if self.layout is not None:
+            flat = self.layout.flat()
+            if grad and (x.requires_grad or flat.requires_grad):
+                return _Fused.apply(x, self, spec, flat)
+            return self._run(x, spec, self.layout.cached_views(flat), None)
+        if self._dicts is None:  # partly packed (a layer was replaced): layer by layer
+            return self._plain(x)
         params = self._params()
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        if grad and (x.requires_grad or any(p.requires_grad for p in params)):
             return _Fused.apply(x, self, spec, *params)
         return self._run(x, spec, params, None)
 
@@ -204,7 +229,7 @@ class CouplingRun(_Run):
     """Affine couplings on the same two blocks, fused (see the module docstring)."""
 
     def __init__(self, couplings: list[Coupling], boundary: int, blocks: list[int]) -> None:
-        linears = [m for c in couplings for m in c.net if type(m) is nn.Linear]
+        linears = [m for c in couplings for m in c.net if plain_type(m) is nn.Linear]
         super().__init__(couplings, linears, couplings[0].event_shape[0])
         self.couplings = couplings
         self.boundary = boundary
@@ -345,6 +370,8 @@ class _StackedRun:
     K components' ``vmap``-ed layer-by-layer path.
     """
 
+    layout = None  # StackedFlows' components are unpacked: one tensor per stacked parameter
+
     def __init__(self, run: _Run, plain: Callable[[Tensor], tuple[Tensor, Tensor]]) -> None:
         self.run = run
         self._plain = plain
@@ -408,6 +435,15 @@ def _single_run(transform: nn.Module, x: Tensor) -> tuple[_Run | None, list | No
         return None, None
     spec = members[0]._spec()
     return (None, None) if spec is None else (members[0], spec)
+
+
+def pack_runs(packs: nn.Module, transforms: list) -> None:
+    """Pack the linear layers of each fused run in ``transforms`` into one tensor of ``packs``."""
+    from .packing import pack_layers
+
+    for member in fuse(transforms):
+        if isinstance(member, _Run):
+            pack_layers(packs, member.linears)  # type: ignore[arg-type]
 
 
 def fuse(transforms: list) -> list:
@@ -591,8 +627,10 @@ class _Fused(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, run: _Run, spec: list, *params: Tensor):  # noqa: ANN001, ANN205
+        # A packed run passes its ONE flat tensor (``packing.py``); the arithmetic reads views.
         saved: list = []
-        y, total = run._run(x, spec, list(params), saved)
+        views = run.layout.cached_views(params[0]) if run.layout is not None else list(params)
+        y, total = run._run(x, spec, views, saved)
         # The inputs go through save_for_backward, whose version counters catch an in-place
         # change before backward; the intermediates are the Function's own and stay on ctx.
         ctx.save_for_backward(x, *params)
@@ -613,7 +651,12 @@ class _Fused(torch.autograd.Function):
             )
             g_x = next(grads) if needs[0] else None
             return (g_x, None, None, *(next(grads) if n else None for n in needs[3:]))
+        layout = ctx.run.layout
+        if layout is not None:
+            params = layout.cached_views(params[0])
         g_x, grads = ctx.run._backward(
             ctx.saved, ctx.spec, params, g_y, g_total.unsqueeze(-1), needs[0]
         )
+        if layout is not None:  # every layer's gradients, concatenated in ONE call
+            return g_x, None, None, flatten_dense_tensors(grads)
         return (g_x, None, None, *grads)

@@ -1,0 +1,150 @@
+"""Packed parameters (transforms/packing.py): one flat tensor per fused run, same model."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from flowscope import models
+from flowscope.transforms import Compose
+from flowscope.transforms.packing import layer_parameters, unpack, unpacked_grads
+
+torch.set_num_threads(1)
+
+BUILDS = {
+    "realnvp": lambda: models.realnvp(2, layers=4, hidden=16),
+    "maf": lambda: models.maf(3, layers=3, hidden=16),
+}
+
+
+def _twins(kind: str) -> tuple[nn.Module, nn.Module]:
+    """The same flow (same seed) packed, and with ``pack=False``, in float64."""
+    torch.manual_seed(0)
+    packed = BUILDS[kind]().double()
+    torch.manual_seed(0)
+    plain = BUILDS[kind]().double()
+    plain.transform = Compose(list(unpack(plain.transform).transforms), pack=False)
+    with torch.no_grad():  # move away from the zero-initialized output layers
+        for a, b in zip(layer_parameters(packed).values(), layer_parameters(plain).values()):
+            a.add_(0.2 * torch.randn_like(a))
+            b.copy_(a)
+    return packed, plain
+
+
+@pytest.mark.parametrize("kind", list(BUILDS))
+def test_one_flat_tensor_same_state_dict(kind: str) -> None:
+    packed, plain = _twins(kind)
+    assert [n for n, _ in packed.named_parameters()] == ["transform.packed.0"]
+    assert len(list(plain.parameters())) > 1
+    assert sum(p.numel() for p in packed.parameters()) == sum(p.numel() for p in plain.parameters())
+    a, b = packed.state_dict(), plain.state_dict()
+    assert list(a) == list(b)  # the same keys, in the same order
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", list(BUILDS))
+def test_training_the_flat_tensor_trains_the_same_model(kind: str) -> None:
+    packed, plain = _twins(kind)
+    x = torch.randn(64, packed.shape[0], dtype=torch.float64)
+    # One backward: each layer's gradient, read from the flat tensor's, is the plain one.
+    packed.loss(x).backward()
+    plain.loss(x).backward()
+    got, want = unpacked_grads(packed), {n: p.grad for n, p in plain.named_parameters()}
+    assert list(got) == list(want)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n])
+    # Adam on one flat tensor takes the same steps as Adam on the 2L tensors.
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in (packed, plain)]
+    for _ in range(5):
+        for m, opt in zip((packed, plain), opts):
+            opt.zero_grad(set_to_none=True)
+            m.loss(x).backward()
+            opt.step()
+    for k, v in plain.state_dict().items():
+        torch.testing.assert_close(packed.state_dict()[k], v)
+    torch.testing.assert_close(packed.log_prob(x), plain.log_prob(x))
+
+
+def test_state_dicts_load_across_packing_and_errors_name_the_key() -> None:
+    packed, plain = _twins("realnvp")
+    fresh = BUILDS["realnvp"]().double()
+    fresh.load_state_dict(plain.state_dict())  # unpacked -> packed
+    x = torch.randn(8, 2, dtype=torch.float64)
+    torch.testing.assert_close(fresh.log_prob(x), plain.log_prob(x))
+    plain.load_state_dict(packed.state_dict())  # packed -> unpacked
+    torch.testing.assert_close(plain.log_prob(x), packed.log_prob(x))
+    sd = packed.state_dict()
+    key = "transform.transforms.0.net.0.weight"
+    missing = {k: v for k, v in sd.items() if k != key}
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\).*transforms\.0\.net\.0\.weight"):
+        fresh.load_state_dict(missing)
+    wrong = dict(sd, **{key: torch.zeros(3, 3, dtype=torch.float64)})
+    with pytest.raises(RuntimeError, match=r"size mismatch for transform\.transforms\.0\.net\.0"):
+        fresh.load_state_dict(wrong)
+
+
+def test_conversion_copy_and_layers_moved_elsewhere_keep_their_numbers() -> None:
+    flow = BUILDS["realnvp"]()
+    x = torch.randn(8, 2)
+    want = flow.log_prob(x).detach()  # views cached for float32 ...
+    flow.double()  # ... and the flat tensor converted: every layer reads float64
+    layer = flow.transform.transforms[0].net[0]
+    assert layer.weight.dtype == torch.float64
+    torch.testing.assert_close(flow.log_prob(x.double()).float(), want)
+    twin = copy.deepcopy(flow)  # a copy has its own flat tensor
+    with torch.no_grad():
+        twin.transform.transforms[0].net[0].weight.add_(1.0)
+    torch.testing.assert_close(flow.log_prob(x.double()).float(), want)
+    # Layers taken into a new container are still trained with it: their flat tensor comes along.
+    moved = Compose(list(flow.transform.transforms))
+    params = list(moved.parameters())
+    assert len(params) == 1 and params[0] is flow.transform.packed.get_parameter("0")
+    u, ladj = moved(x.double())
+    (u.pow(2).sum() + ladj.sum()).backward()
+    assert params[0].grad is not None and params[0].grad.abs().sum() > 0
+
+
+def test_layer_level_edits_act_on_the_packed_numbers() -> None:
+    flow = BUILDS["realnvp"]()
+    layer = flow.transform.transforms[1].net[2]
+    assert isinstance(layer, nn.Linear) and "packed" in repr(layer)
+    nn.init.normal_(layer.weight)  # an init function writes through the view
+    flat = flow.transform.packed.get_parameter("0")
+    view = layer_parameters(flow)["transform.transforms.1.net.2.weight"]
+    assert torch.equal(view, layer.weight) and view.data_ptr() >= flat.data_ptr()
+    # Assigning a new parameter unpacks that layer; the model still computes the plain path.
+    x = torch.randn(16, 2)
+    layer.weight = nn.Parameter(torch.randn(16, 16))
+    assert type(layer) is nn.Linear and layer.weight.is_leaf
+    u, ladj = flow.transform(x)
+    total, z = torch.zeros(16), x
+    for t in flow.transform.transforms:
+        z, l = t(z)
+        total = total + l
+    torch.testing.assert_close(u, z)
+    torch.testing.assert_close(ladj, total)
+    # A new instance of a packed layer's class is a plain layer.
+    other = flow.transform.transforms[0].net[0]
+    fresh = type(other)(3, 4)
+    assert type(fresh) is nn.Linear and [n for n, _ in fresh.named_parameters()] == [
+        "weight",
+        "bias",
+    ]
+
+
+def test_inference_mode_first_then_training() -> None:
+    flow = BUILDS["maf"]()
+    x = torch.randn(32, 3)
+    with torch.inference_mode():
+        before = flow.log_prob(x)
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
+    flow.loss(x).backward()  # views made under inference mode are not reused for autograd
+    opt.step()
+    with torch.inference_mode():
+        after = flow.log_prob(x)
+    assert not torch.allclose(before, after)  # the step is seen through the cached views
+    torch.testing.assert_close(after, flow.log_prob(x).detach())
