@@ -193,7 +193,12 @@ class _Run:
         if not torch.is_grad_enabled() and self._fused_inverse:
             spec = self._spec()
             if spec is not None:
-                return self._run_inverse(u, spec, self._params())
+                params = (
+                    self.layout.cached_views(self.layout.flat())
+                    if self.layout is not None
+                    else self._params()
+                )
+                return self._run_inverse(u, spec, params)
         # With autograd (reverse KL), or a MAF's one-coordinate-at-a-time sampler: per layer.
         total: Tensor | None = None
         for t in reversed(self.members):
