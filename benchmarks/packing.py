@@ -50,7 +50,7 @@ def main() -> None:
             tasks["packed" if packed else "unpacked"] = (flow, opt)
         counts = {k: len(list(f.parameters())) for k, (f, _) in tasks.items()}
 
-        def run(flow, opt, n: int) -> None:  # noqa: ANN001
+        def run(flow, opt, n: int, xs: list = xs) -> None:  # noqa: ANN001
             for i in range(n):
                 opt.zero_grad(set_to_none=True)
                 flow.loss(xs[i % 4]).backward()

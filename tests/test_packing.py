@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -148,3 +149,16 @@ def test_inference_mode_first_then_training() -> None:
         after = flow.log_prob(x)
     assert not torch.allclose(before, after)  # the step is seen through the cached views
     torch.testing.assert_close(after, flow.log_prob(x).detach())
+
+
+def test_a_pickled_packed_model_comes_back_packed() -> None:
+    # torch.save(model) pickles the module; the packed classes are made at run time, so they
+    # rebuild themselves from the layer's own class (flowscope's checkpoints never pickle).
+    flow = BUILDS["maf"]()
+    x = torch.randn(8, 3)
+    back = pickle.loads(pickle.dumps(flow))
+    torch.testing.assert_close(back.log_prob(x), flow.log_prob(x))
+    assert [n for n, _ in back.named_parameters()] == ["transform.packed.0"]
+    with torch.no_grad():  # its own flat tensor, read by its own layers
+        back.transform.packed.get_parameter("0").add_(0.1)
+    assert not torch.allclose(back.log_prob(x), flow.log_prob(x))

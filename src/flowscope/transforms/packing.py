@@ -110,6 +110,11 @@ class _Packed:
     def __repr__(self) -> str:
         return f"{self._unpacked.__name__}({self.extra_repr()}, packed)"
 
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        # The class is made at run time, so pickle (``torch.save(model)``) cannot import it by
+        # name: rebuild it from the layer's own class, then restore the state as usual.
+        return _new_packed, (self._unpacked,), self.__getstate__()
+
     def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
         for name in _NAMES:
             value = self._slot(name)
@@ -168,6 +173,12 @@ def _packed_class(cls: type[nn.Module]) -> type[nn.Module]:
             {**props, "_unpacked": cls, "__module__": cls.__module__},
         )
     return _classes[cls]
+
+
+def _new_packed(cls: type[nn.Module]) -> nn.Module:
+    """An empty instance of ``cls``'s packed class (unpickling fills its ``__dict__``)."""
+    packed = _packed_class(cls)
+    return packed.__new__(packed)
 
 
 def plain_type(module: nn.Module) -> type:
