@@ -345,6 +345,25 @@ def test_sigmoid_soft_clamp_equals_the_tanh_form() -> None:
     )
 
 
+def test_exp2_form_equals_exp() -> None:
+    from flowscope.transforms.transformers import _SIGMOID_TANH_MIN, _exp
+
+    # Large enough for the exp2 form; the soft clamp's whole range and beyond.
+    x = torch.linspace(-12, 12, _SIGMOID_TANH_MIN + 1, dtype=torch.float64).requires_grad_(True)
+    for sign in (1.0, -1.0):
+        got, want = _exp(x, sign), torch.exp(sign * x)
+        torch.testing.assert_close(got, want, rtol=1e-14, atol=0)
+        (g_got,) = torch.autograd.grad(got.sum(), x)
+        (g_want,) = torch.autograd.grad(want.sum(), x)
+        torch.testing.assert_close(g_got, g_want, rtol=1e-14, atol=0)
+        torch.testing.assert_close(_exp(x[:5], sign), want[:5], rtol=0, atol=0)  # small: exp
+    # float32: the rounding of x log2(e) costs about |x| ulp; over the log-scales the
+    # transformer produces (tanh clamp (-3, 3), sigmoid scale down to log 1e-3 = -6.9) that
+    # stays within 1e-6 relative.
+    x32 = torch.linspace(-7, 7, 2 * _SIGMOID_TANH_MIN)
+    torch.testing.assert_close(_exp(x32), torch.exp(x32), rtol=1e-6, atol=0)
+
+
 def test_finite_check_sum_shortcut_keeps_every_verdict() -> None:
     from flowscope._checks import check_finite
 
