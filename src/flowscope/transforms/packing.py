@@ -5,9 +5,10 @@ node in autograd, a ``zero_grad`` entry, and the optimizer's per-tensor bookkeep
 ``Adam``, even ``fused=True``, visits each tensor in Python and bumps a step counter per tensor).
 A 2-D RealNVP of 8 couplings with 2x64 conditioners has 48 weight and bias tensors of 35k
 numbers in all; with them in one tensor the whole training step (log_prob, backward, fused Adam)
-is 1.11x faster, and 1.17x on the 5-layer MAF of the benchmark's W1b (docs/benchmarks.md).
-The fused run (``fused.py``) then takes the flat tensor as its ONE parameter input and writes its
-gradient in place, slot by slot.
+is 1.13x faster, and 1.17x on the 5-layer MAF of the benchmark's W1b (``benchmarks/packing.py``,
+docs/benchmarks.md item 10).  The fused run (``fused.py``) takes the flat tensor as its ONE
+parameter input, reads views of it made once per storage, and returns one gradient (the
+per-layer ones concatenated in one call).
 
 How: :class:`~flowscope.transforms.Compose` packs each fused run it holds when it is built.
 The run's layers stay what they were (``coupling.net[0]`` is still an ``nn.Linear``), but their
@@ -23,7 +24,9 @@ made for the layer's class (the device ``torch.nn.utils.parametrize`` uses).  Wh
   checkpoints of packed and unpacked models are interchangeable;
 * assigning a new ``layer.weight = nn.Parameter(...)`` unpacks that layer first (its slot in
   the flat tensor is then unused); :func:`unpack` turns a whole module back into plain layers
-  (``StackedFlows`` does, before stacking K components).
+  (``StackedFlows`` does, before stacking K components);
+* a packed layer holds its ``Packs`` as the submodule ``pack`` (a layer moved into another
+  container brings its storage along), and pickles (``torch.save(model)``) and deep-copies.
 """
 
 from __future__ import annotations
