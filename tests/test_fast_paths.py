@@ -345,6 +345,22 @@ def test_sigmoid_soft_clamp_equals_the_tanh_form() -> None:
     )
 
 
+def test_made_input_layers_know_the_inputs_they_read() -> None:
+    # Natural order: the last coordinate is read by no unit; the fused MAF runs' inference
+    # path multiplies the others only (and equals the plain path: test above, "maf-*").
+    for features, k in ((2, 1), (5, 4)):
+        first = MADE(features, 2, hidden=8, layers=2).layers[0]
+        assert first.used_inputs == k
+        assert not first.mask[:, k:].any() and first.mask[:, :k].any(0).all()
+    assert MADE(2, 2, hidden=8).layers[0].prefix_full  # 2-D: the one input feeds every unit
+    # A random order puts the unread input anywhere: no prefix unless it happens to be last.
+    made = MADE(6, 2, hidden=8, order="random", seed=3)
+    unread = int(made.order[-1])
+    assert made.layers[0].used_inputs == (5 if unread == 5 else None)
+    # With a context every input but the last is read too (degree-0 units see the context).
+    assert MADE(3, 2, hidden=8, context_features=2).layers[0].used_inputs == 2
+
+
 def test_exp2_form_equals_exp() -> None:
     from flowscope.transforms.transformers import _SIGMOID_TANH_MIN, _exp
 

@@ -178,6 +178,14 @@ class _MaskedLinear(nn.Linear):
         # needs no product at all; a large staircase mask skips its zero blocks.
         self.full = bool(self.mask.all())
         self.blocks = _staircase(self.mask)
+        # Inputs no unit reads (a MADE's input layer never reads the last coordinate of its
+        # order): with the natural order they are the trailing columns, and the fused runs
+        # (fused.py) multiply by the leading ``used_inputs`` columns only.
+        read = self.mask.any(0)
+        k = int(read.sum())
+        prefix = 0 < k < read.numel() and bool(read[:k].all())
+        self.used_inputs = k if prefix else None
+        self.prefix_full = prefix and bool(self.mask[:, :k].all())
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
