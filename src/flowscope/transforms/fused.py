@@ -56,7 +56,7 @@ from ..nets import MLP
 from .autoregressive import MaskedAutoregressive
 from .coupling import Coupling
 from .linear import ReversePermutation
-from .packing import Layout, flatten_dense_tensors, layout, plain_type
+from .packing import Layout, flatten_dense_tensors, layout, pack_layers, plain_type
 from .transformers import _SIGMOID_TANH_MIN, AffineTransformer
 
 __all__ = [
@@ -152,7 +152,7 @@ class _Run:
         self.features = features
         self.linears = linears
         # Packed layers (``packing.py``, what ``Compose`` does): the run's parameters are ONE
-        # flat tensor, the fused node's one parameter input, whose gradient it writes in place.
+        # flat tensor, the fused node's one parameter input, with one concatenated gradient.
         self.layout: Layout | None = layout(linears)
         # Otherwise the layers' parameter dicts, read at every call (a parameter replaced by
         # assignment is picked up) without nn.Module's attribute lookup (48 of them on W1).
@@ -463,8 +463,6 @@ def _single_run(transform: nn.Module, x: Tensor) -> tuple[_Run | None, list | No
 
 def pack_runs(packs: nn.Module, transforms: list) -> None:
     """Pack the linear layers of each fused run in ``transforms`` into one tensor of ``packs``."""
-    from .packing import pack_layers
-
     for member in fuse(transforms):
         if isinstance(member, _Run):
             pack_layers(packs, member.linears)  # type: ignore[arg-type]
@@ -558,8 +556,11 @@ def _masked(params: list[Tensor], start: int, masks: list, k: int | None = None)
     """A MADE's weights times their masks (the all-ones ones as they are); with ``k``, the
     first layer's first ``k`` columns."""
     weights = [params[start + 2 * j] for j in range(len(masks))]
-    if k is not None:  # contiguous: broadcast against a strided (64, 1) is 3x slower
-        weights[0] = weights[0][..., :k].contiguous()
+    if k is not None:
+        # Contiguous (a mask product makes it so anyway): the one-input layer's broadcast
+        # against a strided (64, 1) column is 3x slower.
+        first = weights[0][..., :k]
+        weights[0] = first.contiguous() if masks[0] is None else first
     return [w if m is None else torch.mul(w, m) for w, m in zip(weights, masks)]
 
 
