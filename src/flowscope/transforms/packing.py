@@ -31,6 +31,7 @@ made for the layer's class (the device ``torch.nn.utils.parametrize`` uses).  Wh
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -95,8 +96,7 @@ class _Packed:
     def _slot(self, name: str) -> Tensor:
         packs, key, spans = self._pack_slots
         offset, shape = spans[name]
-        flat = getattr(packs, key)
-        return flat[offset : offset + _numel(shape)].view(shape)
+        return _view(getattr(packs, key), offset, shape)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _NAMES:
@@ -156,11 +156,9 @@ class _Packed:
         )
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
+def _view(flat: Tensor, offset: int, shape: tuple[int, ...]) -> Tensor:
+    """The slot ``(offset, shape)`` of a flat tensor (or of its gradient)."""
+    return flat[offset : offset + math.prod(shape)].view(shape)
 
 
 _classes: dict[type, type] = {}
@@ -273,7 +271,7 @@ class Layout:
 
     def views(self, flat: Tensor) -> list[Tensor]:
         """``[w_0, b_0, w_1, b_1, ...]`` as views of ``flat`` (with autograd when enabled)."""
-        return [flat[o : o + _numel(s)].view(s) for o, s in self.spans]
+        return [_view(flat, o, s) for o, s in self.spans]
 
     def cached_views(self, flat: Tensor) -> list[Tensor]:
         """:meth:`views` without autograd, made once per storage of ``flat``.
@@ -310,7 +308,7 @@ def layout(layers: list[nn.Module]) -> Layout | None:
     for offset, shape in spans:
         if offset != expected:
             return None
-        expected += _numel(shape)
+        expected += math.prod(shape)
     if expected != getattr(owner[0], owner[1]).numel():
         return None
     return Layout(owner[0], owner[1], spans)
@@ -326,8 +324,7 @@ def _layer_tensors(module: nn.Module, grads: bool) -> dict[str, Tensor | None]:
             flat = getattr(packs, key)
             source = flat.grad if grads else flat
             for name, (offset, shape) in spans.items():
-                view = None if source is None else source[offset : offset + _numel(shape)]
-                out[dot + name] = None if view is None else view.view(shape)
+                out[dot + name] = None if source is None else _view(source, offset, shape)
         elif not isinstance(m, Packs):
             for name, p in m._parameters.items():
                 if p is not None:
