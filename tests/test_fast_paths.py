@@ -6,6 +6,8 @@ differ: values, log-dets, inverses and gradients, in float64.
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,8 +24,9 @@ from flowscope.transforms import (
     half_mask,
     image_coupling,
 )
-from flowscope.transforms.autoregressive import MADE, _staircase
+from flowscope.transforms.autoregressive import MADE
 from flowscope.transforms.packing import layer_parameters
+from flowscope.transforms.staircase import staircase_blocks as _staircase
 
 
 def _perturb(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
@@ -59,6 +62,41 @@ def test_staircase_made_equals_the_dense_masked_product(context: int | None) -> 
     made.eval()  # eval without a graph: the cached masked weights, blockwise
     with torch.no_grad():
         torch.testing.assert_close(made(x, c), want)
+
+
+def test_staircase_second_derivatives_equal_the_dense_ones() -> None:
+    # create_graph=True: the staircase backward differentiates the dense product instead.
+    made = _perturb(MADE(300, 2, hidden=256, layers=1).double(), 0.2)
+    assert all(layer.staircase is not None for layer in made.layers)
+    x = torch.randn(5, 300, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(5, 300, 2, dtype=torch.float64)
+    params = list(made.parameters())
+    outs = []
+    for f in (made, lambda t: _dense_made(made, t, None)):
+        (g_x,) = torch.autograd.grad((f(x) * v).sum(), x, create_graph=True)
+        outs.append(torch.autograd.grad(g_x.pow(2).sum(), params, materialize_grads=True))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)
+
+
+def test_staircase_views_follow_new_storages() -> None:
+    # The per-block views are cached per storage: .double(), load_state_dict and an in-place
+    # update must all be seen.
+    made = _perturb(MADE(300, 2, hidden=256, layers=1), 0.2)
+    x = torch.randn(4, 300)
+    made(x).sum().backward()  # fills the view caches
+    made = made.double()
+    x = x.double()
+    torch.testing.assert_close(made(x), _dense_made(made, x, None))
+    with torch.no_grad():
+        for p in made.parameters():
+            p.add_(0.1)
+    torch.testing.assert_close(made(x), _dense_made(made, x, None))
+    other = _perturb(MADE(300, 2, hidden=256, layers=1).double(), 0.3)
+    made.load_state_dict(other.state_dict())
+    torch.testing.assert_close(made(x), _dense_made(other, x, None))
+    copy = pickle.loads(pickle.dumps(made))
+    torch.testing.assert_close(copy(x), _dense_made(other, x, None))
 
 
 def test_staircase_needs_a_prefix_mask_and_size() -> None:
@@ -343,6 +381,32 @@ def test_sigmoid_soft_clamp_equals_the_tanh_form() -> None:
     torch.testing.assert_close(
         AffineTransformer(clamp=3.0)._log_scale(h32), 3.0 * torch.tanh(h32 / 3.0), rtol=0, atol=2e-6
     )
+
+
+def test_large_affine_node_equals_the_generic_graph() -> None:
+    from flowscope.transforms.transformers import _SIGMOID_TANH_MIN
+
+    for clamp in (0.5, 3.0):
+        affine = AffineTransformer(scale="tanh", clamp=clamp)
+        x = torch.randn(8, _SIGMOID_TANH_MIN // 8 + 3, dtype=torch.float64, requires_grad=True)
+        params = (torch.randn(*x.shape, 2, dtype=torch.float64) * 4).requires_grad_(True)
+        (y, log_s), (y0, log_s0) = affine.forward(x, params), affine._generic(x, params)
+        assert y.grad_fn is not None and "_SoftClampAffine" in type(y.grad_fn).__name__
+        torch.testing.assert_close((y, log_s), (y0, log_s0), rtol=1e-13, atol=1e-13)
+        cot = (torch.randn_like(y), torch.randn_like(log_s))
+        got = torch.autograd.grad((y, log_s), (x, params), cot)
+        want = torch.autograd.grad((y0, log_s0), (x, params), cot)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        # Second derivatives: the node differentiates the generic graph instead.
+        outs = []
+        for f in (affine.forward, affine._generic):
+            g_x, g_p = torch.autograd.grad(f(x, params), (x, params), cot, create_graph=True)
+            outs.append(torch.autograd.grad((g_x * g_x).sum() + g_p.pow(3).sum(), (x, params)))
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-12, atol=1e-12)
+    # Small tensors, no graph, or params that broadcast: the generic graph.
+    small = torch.randn(3, 4, requires_grad=True)
+    y, _ = AffineTransformer().forward(small, torch.randn(3, 4, 2))
+    assert "_SoftClampAffine" not in type(y.grad_fn).__name__
 
 
 def test_made_input_layers_know_the_inputs_they_read() -> None:

@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor
 
+from .._checks import _tracing
+
 __all__ = ["Transformer", "AdditiveTransformer", "AffineTransformer"]
 
 # From this many entries on, the soft clamp goes through sigmoid and exp through exp2 (see
@@ -38,6 +40,51 @@ def _exp(x: Tensor, sign: float = 1.0) -> Tensor:
     if x.numel() < _SIGMOID_TANH_MIN:
         return torch.exp(x if sign == 1.0 else x * sign)
     return torch.exp2(torch.mul(x, sign * _LOG2_E))
+
+
+class _SoftClampAffine(torch.autograd.Function):
+    """``y = x exp(l) + t``, ``l = c tanh(h / c)``, ``params = (h, t)``: with a written backward.
+
+    What :meth:`AffineTransformer.forward` computes (``scale="tanh"``) on large tensors, as one
+    autograd node: the generic graph records seven nodes whose backward passes each read and
+    write the whole tensor, and the backward of ``unbind`` gathers the two parameter gradients
+    with ``stack`` (350 us for (100, 784, 2) against 100 us for two strided writes).  Here the
+    backward is four passes: with ``s = exp(l)``,
+
+        dx = dy s,   dl = dl_out + dy s x,   dh = dl (1 - (l / c)^2),   dt = dy,
+
+    written straight into the interleaved ``(..., 2)`` gradient of ``params``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, params, c):  # noqa: ANN001, ANN205
+        h, t = params.unbind(-1)
+        log_s = torch.sigmoid(h * (2.0 / c)).mul_(2.0 * c).sub_(c)  # see _log_scale
+        s = _exp(log_s)
+        ctx.save_for_backward(x, params, log_s, s)
+        ctx.c = c
+        return torch.addcmul(t, x, s), log_s
+
+    @staticmethod
+    def backward(ctx, g_y, g_l):  # noqa: ANN001, ANN205
+        x, params, log_s, s = ctx.saved_tensors
+        c = ctx.c
+        if torch.is_grad_enabled():
+            # create_graph=True: the saved intermediates have no graph, so the generic
+            # composition is differentiated instead (same first derivatives).
+            with torch.enable_grad():
+                inputs = [t for t, n in zip((x, params), ctx.needs_input_grad) if n]
+                y, l_out = AffineTransformer(clamp=c)._generic(x, params)
+                grads = iter(torch.autograd.grad((y, l_out), inputs, (g_y, g_l), create_graph=True))
+            return tuple(next(grads) if n else None for n in ctx.needs_input_grad[:2]) + (None,)
+        g_x = torch.mul(g_y, s)
+        g_logs = torch.addcmul(g_l, g_x, x)  # d/dl of x exp(l), and of the log-det
+        g_params = torch.empty(params.shape, dtype=g_y.dtype, device=g_y.device)
+        g_h, g_t = g_params.unbind(-1)
+        # d(c tanh(h/c))/dh = 1 - tanh^2 = 1 - (l/c)^2
+        torch.addcmul(g_logs, torch.mul(g_logs, log_s), log_s, value=-1.0 / (c * c), out=g_h)
+        g_t.copy_(g_y)
+        return g_x, g_params, None
 
 
 class Transformer:
@@ -102,6 +149,17 @@ class AffineTransformer(Transformer):
         return torch.log(torch.sigmoid(h + 2.0) + self.eps)
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        fused = (
+            self.scale == "tanh"
+            and x.numel() >= _SIGMOID_TANH_MIN
+            and params.shape == (*x.shape, 2)
+            and not (_tracing(x) or _tracing(params))
+        )
+        if fused and (x.requires_grad or params.requires_grad) and torch.is_grad_enabled():
+            return _SoftClampAffine.apply(x, params, self.clamp)
+        return self._generic(x, params)
+
+    def _generic(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         h, t = params.unbind(-1)
         log_s = self._log_scale(h)
         # Fused multiply-add: one kernel (and one autograd node) instead of two.
