@@ -101,6 +101,15 @@ def test_staircase_views_follow_new_storages() -> None:
 
 def test_staircase_needs_a_prefix_mask_and_size() -> None:
     assert _staircase(torch.ones(300, 300).tril().bool()) is not None
+    # Block edges and column bounds on multiples of 16 (or the matrix's end); the blocks cover
+    # every row, and each bound is safe: no row reads past hi, every row reads below lo.
+    for layer in MADE(784, 2, hidden=512, layers=1).layers:
+        rows, cols = layer.mask.shape
+        allowed = layer.mask.sum(1)
+        assert layer.blocks[0][0] == 0 and layer.blocks[-1][1] == rows
+        for (r0, r1, lo, hi), nxt in zip(layer.blocks, layer.blocks[1:] + ((rows,),)):
+            assert r1 == nxt[0] and r0 % 16 == 0 and lo % 16 == 0 and (hi % 16 == 0 or hi == cols)
+            assert int(allowed[r0:r1].min()) >= lo and int(allowed[r0:r1].max()) <= hi
     assert _staircase(torch.ones(8, 8).tril().bool()) is None  # too small to gain
     assert _staircase(torch.ones(300, 300).triu().bool()) is None  # rows are suffixes
     # A random order permutes the inputs: the first layer has no staircase, and stays exact.
