@@ -242,8 +242,14 @@ class InvertibleConv1x1(Transform):
             )
 
     def _mix(self, z: Tensor, matrix: Tensor, logdet: Tensor) -> tuple[Tensor, Tensor]:
-        out = F.conv2d(z, matrix[:, :, None, None])
-        positions = z.shape[2] * z.shape[3]
+        # A 1x1 convolution is ONE (C, C) x (C, B H W) product: on Glow's C = 12-48 channels
+        # the product with its two layout copies, forward and backward, is 1.6-2.4x faster
+        # than oneDNN's convolution (181 against 373 us at (16, 12, 16, 16)), and the W3
+        # training step 1.034x (stop 17; a batched matmul over B was 1.017x).
+        b, c, h, w = z.shape
+        flat = z.transpose(0, 1).reshape(c, b * h * w)
+        out = (matrix @ flat).reshape(c, b, h, w).transpose(0, 1).contiguous()
+        positions = h * w
         return out, (logdet * positions).reshape(1).repeat(z.shape[0])
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
