@@ -35,8 +35,7 @@ def build(variant: str) -> torch.nn.Module:
     flow = wl.builder("W2", "flowscope")().module
     for m in flow.modules():
         if variant == "unaligned blocks" and isinstance(m, _MaskedLinear) and m.blocks:
-            m.blocks = staircase_blocks(m.mask, align=1)
-            m.staircase = Staircase(m.blocks)
+            m.staircase = Staircase(staircase_blocks(m.mask, align=1))
         if variant == "generic affine" and isinstance(m, MaskedAutoregressive):
             m.transformer.forward = m.transformer._generic  # the instance's own attribute
     return flow

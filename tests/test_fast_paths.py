@@ -64,6 +64,26 @@ def test_staircase_made_equals_the_dense_masked_product(context: int | None) -> 
         torch.testing.assert_close(made(x, c), want)
 
 
+def test_staircase_under_autograd_with_masked_weights() -> None:
+    # MADE.forward(x, weights=masked_weights()) in training (the MAF inverse's hidden layers):
+    # gradients must reach the weights through the given masked weights.
+    made = _perturb(MADE(300, 2, hidden=256, layers=2).double(), 0.2)
+    x = torch.randn(4, 300, dtype=torch.float64, requires_grad=True)
+    params = [x, *made.parameters()]
+    got = torch.autograd.grad(made(x, None, made.masked_weights()).sum(), params)
+    want = torch.autograd.grad(_dense_made(made, x, None).sum(), params)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    # A frozen model in eval mode differentiated w.r.t. its input (caches filled first under
+    # inference mode): the cached masked weights, blockwise, under autograd.
+    made.eval().requires_grad_(False)
+    with torch.inference_mode():
+        made(x.detach())
+    (got,) = torch.autograd.grad(made(x).sum(), x)
+    (want,) = torch.autograd.grad(_dense_made(made, x, None).sum(), x)
+    torch.testing.assert_close(got, want)
+
+
 def test_staircase_second_derivatives_equal_the_dense_ones() -> None:
     # create_graph=True: the staircase backward differentiates the dense product instead.
     made = _perturb(MADE(300, 2, hidden=256, layers=1).double(), 0.2)

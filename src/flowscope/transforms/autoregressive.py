@@ -97,8 +97,8 @@ class _MaskedLinear(nn.Linear):
         # An all-True mask (e.g. hidden-to-hidden layers when every hidden degree is equal)
         # needs no product at all; a large staircase mask skips its zero blocks.
         self.full = bool(self.mask.all())
-        self.blocks = staircase_blocks(self.mask)
-        self.staircase = Staircase(self.blocks) if self.blocks is not None else None
+        blocks = staircase_blocks(self.mask)
+        self.staircase = Staircase(blocks) if blocks is not None else None
         # Inputs no unit reads (a MADE's input layer never reads the last coordinate of its
         # order): with the natural order they are the trailing columns, and the fused runs
         # (fused.py) multiply by the leading ``used_inputs`` columns only.
@@ -107,6 +107,11 @@ class _MaskedLinear(nn.Linear):
         prefix = 0 < k < read.numel() and bool(read[:k].all())
         self.used_inputs = k if prefix else None
         self.prefix_full = prefix and bool(self.mask[:, :k].all())
+
+    @property
+    def blocks(self) -> tuple | None:
+        """The staircase's row blocks ``(r0, r1, lo, hi)``, or None (dense masked product)."""
+        return None if self.staircase is None else self.staircase.blocks
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)

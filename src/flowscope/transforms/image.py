@@ -249,8 +249,7 @@ class InvertibleConv1x1(Transform):
         b, c, h, w = z.shape
         flat = z.transpose(0, 1).reshape(c, b * h * w)
         out = (matrix @ flat).reshape(c, b, h, w).transpose(0, 1).contiguous()
-        positions = h * w
-        return out, (logdet * positions).reshape(1).repeat(z.shape[0])
+        return out, (logdet * (h * w)).reshape(1).repeat(b)
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check("x", x)

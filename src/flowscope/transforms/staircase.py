@@ -183,10 +183,25 @@ def staircase_linear(
 ) -> Tensor:
     """``x (W * M)^T + b`` by blocks: ``x (batch, in)``, ``W, M (out, in)`` -> ``(batch, out)``.
 
-    ``mask`` None: ``weight`` is already masked (no autograd through it: eval's cached
-    ``W * M``).
-    With a mask, the product is differentiable in ``x``, ``W`` and ``b``.
+    Differentiable in ``x``, ``W`` and ``b``.  ``mask`` None: ``weight`` is already masked
+    (eval's cached ``W * M``, or a caller's).
     """
     if mask is None:
+        if torch.is_grad_enabled() and (
+            x.requires_grad or weight.requires_grad or bias.requires_grad
+        ):
+            return _forward_recorded(x, weight, bias, plan.blocks)
         return _forward(x, weight, None, bias, plan)
     return _StaircaseLinear.apply(x, weight, mask, bias, plan)
+
+
+def _forward_recorded(x: Tensor, weight: Tensor, bias: Tensor, blocks: Blocks) -> Tensor:
+    """``_forward`` of a masked ``weight`` under autograd (eval-mode input gradients, or a
+    caller's masked weights in training): the cached views, made without autograd, would cut
+    the weight's graph, and ``split``'s outputs may not be written in place under autograd."""
+    out = x.new_empty(x.shape[0], weight.shape[0])
+    out.copy_(bias)
+    for r0, r1, _, hi in blocks:
+        w = weight.narrow(0, r0, r1 - r0).narrow(1, 0, hi)
+        out.narrow(1, r0, r1 - r0).addmm_(x.narrow(1, 0, hi), w.t())
+    return out
