@@ -26,7 +26,7 @@ from flowscope.transforms import (
 )
 from flowscope.transforms.autoregressive import MADE
 from flowscope.transforms.packing import layer_parameters
-from flowscope.transforms.staircase import staircase_blocks as _staircase
+from flowscope.transforms.staircase import staircase_blocks
 
 
 def _perturb(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
@@ -120,7 +120,7 @@ def test_staircase_views_follow_new_storages() -> None:
 
 
 def test_staircase_needs_a_prefix_mask_and_size() -> None:
-    assert _staircase(torch.ones(300, 300).tril().bool()) is not None
+    assert staircase_blocks(torch.ones(300, 300).tril().bool()) is not None
     # Block edges and column bounds on multiples of 16 (or the matrix's end); the blocks cover
     # every row, and each bound is safe: no row reads past hi, every row reads below lo.
     for layer in MADE(784, 2, hidden=512, layers=1).layers:
@@ -130,8 +130,8 @@ def test_staircase_needs_a_prefix_mask_and_size() -> None:
         for (r0, r1, lo, hi), nxt in zip(layer.blocks, layer.blocks[1:] + ((rows,),)):
             assert r1 == nxt[0] and r0 % 16 == 0 and lo % 16 == 0 and (hi % 16 == 0 or hi == cols)
             assert int(allowed[r0:r1].min()) >= lo and int(allowed[r0:r1].max()) <= hi
-    assert _staircase(torch.ones(8, 8).tril().bool()) is None  # too small to gain
-    assert _staircase(torch.ones(300, 300).triu().bool()) is None  # rows are suffixes
+    assert staircase_blocks(torch.ones(8, 8).tril().bool()) is None  # too small to gain
+    assert staircase_blocks(torch.ones(300, 300).triu().bool()) is None  # rows are suffixes
     # A random order permutes the inputs: the first layer has no staircase, and stays exact.
     made = MADE(300, 2, hidden=256, layers=1, order="random", seed=0)
     assert made.layers[0].blocks is None
