@@ -57,7 +57,7 @@ from .autoregressive import MaskedAutoregressive
 from .coupling import Coupling
 from .linear import ReversePermutation
 from .packing import Layout, flatten_dense_tensors, layout, pack_layers, plain_type
-from .transformers import _SIGMOID_TANH_MIN, AffineTransformer
+from .transformers import AffineTransformer, _soft_clamp, _soft_clamp_grads
 
 __all__ = [
     "CouplingRun",
@@ -515,24 +515,17 @@ def fuse(transforms: list) -> list:
 # --- the arithmetic, shared by both kinds of run ----------------------------------------------
 
 
-def _log_scale(h: Tensor, c: float) -> Tensor:
-    """``c tanh(h / c)``, through ``sigmoid`` on large tensors (as ``AffineTransformer``)."""
-    if h.numel() < _SIGMOID_TANH_MIN:
-        return torch.tanh(torch.mul(h, 1.0 / c)).mul_(c)
-    return torch.sigmoid(torch.mul(h, 2.0 / c)).mul_(2.0 * c).sub_(c)
-
-
 def _affine(x: Tensor, out: Tensor, c: float) -> tuple[Tensor, Tensor, Tensor]:
     """``y = x s + t`` from the net's output ``(batch, n * 2)`` (``(h, t)`` interleaved)."""
     h, t = out.view(*x.shape, 2).unbind(-1)
-    log_s = _log_scale(h, c)
+    log_s = _soft_clamp(h, c)
     s = torch.exp(log_s)
     return torch.addcmul(t, x, s), log_s, s
 
 
 def _affine_inverse(y: Tensor, out: Tensor, c: float) -> tuple[Tensor, Tensor]:
     h, t = out.view(*y.shape, 2).unbind(-1)
-    log_s = _log_scale(h, c)
+    log_s = _soft_clamp(h, c)
     return torch.sub(y, t).mul_(torch.exp(log_s.neg())), log_s
 
 
@@ -540,9 +533,7 @@ def _affine_backward(
     g_y: Tensor, g_l: Tensor, x: Tensor, log_s: Tensor, s: Tensor, c: float
 ) -> tuple[Tensor, Tensor]:
     """Gradients of ``x`` (direct part) and of the net's output, from those of ``y`` and ``l``."""
-    g_x = torch.mul(g_y, s)
-    g_logs = torch.addcmul(g_l, g_x, x)  # d/d log s of x s, and of the log-det
-    g_h = torch.addcmul(g_logs, torch.mul(g_logs, log_s), log_s, value=-1.0 / (c * c))
+    g_x, g_h = _soft_clamp_grads(g_y, g_l, x, log_s, s, c)
     return g_x, torch.stack([g_h, g_y], dim=-1).flatten(-2)
 
 

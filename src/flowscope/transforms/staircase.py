@@ -69,12 +69,25 @@ class Staircase:
         # Copies and pickles carry the blocks only: the views belong to the original's tensors.
         return {"blocks": self.blocks, "sizes": self.sizes, "_cache": {}}
 
-    def views(self, weight: Tensor, mask: Tensor | None) -> list[tuple]:
-        """Per block ``(W[r0:r1, :lo], its transpose, W band, M band)``, made once per storage.
+    def make_views(self, weight: Tensor, mask: Tensor | None) -> list[tuple]:
+        """Per block ``(W[r0:r1, :lo], its transpose, W band, M band)``, made now.
 
         ``mask`` None: ``weight`` is already masked, and the whole prefix ``:hi`` is unmasked
-        (``lo`` taken as ``hi``, no band).  A new storage (``.to()``, a loaded or swapped tensor)
-        or inference mode makes new views; in-place updates are seen through the old ones.
+        (``lo`` taken as ``hi``, no band).
+        """
+        views = []
+        for r0, r1, lo, hi in self.blocks:
+            lo = lo if mask is not None else hi
+            w_lo = weight[r0:r1, :lo]
+            band_m = mask[r0:r1, lo:hi] if mask is not None else None
+            views.append((w_lo, w_lo.t(), weight[r0:r1, lo:hi], band_m))
+        return views
+
+    def views(self, weight: Tensor, mask: Tensor | None) -> list[tuple]:
+        """:meth:`make_views` without autograd, made once per storage.
+
+        A new storage (``.to()``, a loaded or swapped tensor) or inference mode makes new views;
+        in-place updates are seen through the old ones.
         """
         masked = mask is not None
         tensors = (weight, mask)
@@ -85,14 +98,8 @@ class Staircase:
         )
         hit = self._cache.get(masked)
         if hit is None or hit[1] != key or any(a is not b for a, b in zip(hit[0], tensors)):
-            views = []
             with torch.no_grad():
-                for r0, r1, lo, hi in self.blocks:
-                    lo = lo if masked else hi
-                    band_m = mask[r0:r1, lo:hi] if mask is not None else None
-                    w_lo = weight[r0:r1, :lo]
-                    views.append((w_lo, w_lo.t(), weight[r0:r1, lo:hi], band_m))
-            hit = self._cache[masked] = (tensors, key, views)
+                hit = self._cache[masked] = (tensors, key, self.make_views(weight, mask))
         return hit[2]
 
 
@@ -103,13 +110,24 @@ def _forward(
     bias: Tensor,
     plan: Staircase,
     bands: list[Tensor] | None = None,
+    recorded: bool = False,
 ) -> Tensor:
+    """The blockwise product; ``recorded``: under autograd (an already masked ``weight`` whose
+    graph, or ``x``'s, is recorded): the views are made per call, since the cached ones are made
+    without autograd, and the output blocks are ``narrow``s, since ``split``'s outputs may not
+    be written in place under autograd."""
     # Each block's product lands in its columns of one output (a strided view that BLAS writes
     # through its leading dimension): no per-block results to concatenate.
     out = x.new_empty(x.shape[0], weight.shape[0])
     out.copy_(bias)  # broadcast over the batch; the blocks cover every output column
-    views = plan.views(weight, mask)
-    for y, (w_lo, w_lo_t, w_band, m_band) in zip(out.split(plan.sizes, 1), views):
+    if recorded:
+        views = plan.make_views(weight, mask)
+        # Made one at a time, after the previous block's write (a view taken before the
+        # output joined the graph would count as a leaf).
+        blocks = (out.narrow(1, r0, r1 - r0) for r0, r1, _, _ in plan.blocks)
+    else:
+        views, blocks = plan.views(weight, mask), out.split(plan.sizes, 1)
+    for y, (w_lo, w_lo_t, w_band, m_band) in zip(blocks, views):
         lo, width = w_lo.shape[1], w_band.shape[1]
         if lo > 0:
             y.addmm_(x.narrow(1, 0, lo), w_lo_t)
@@ -187,21 +205,8 @@ def staircase_linear(
     (eval's cached ``W * M``, or a caller's).
     """
     if mask is None:
-        if torch.is_grad_enabled() and (
+        recorded = torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or bias.requires_grad
-        ):
-            return _forward_recorded(x, weight, bias, plan.blocks)
-        return _forward(x, weight, None, bias, plan)
+        )
+        return _forward(x, weight, None, bias, plan, recorded=recorded)
     return _StaircaseLinear.apply(x, weight, mask, bias, plan)
-
-
-def _forward_recorded(x: Tensor, weight: Tensor, bias: Tensor, blocks: Blocks) -> Tensor:
-    """``_forward`` of a masked ``weight`` under autograd (eval-mode input gradients, or a
-    caller's masked weights in training): the cached views, made without autograd, would cut
-    the weight's graph, and ``split``'s outputs may not be written in place under autograd."""
-    out = x.new_empty(x.shape[0], weight.shape[0])
-    out.copy_(bias)
-    for r0, r1, _, hi in blocks:
-        w = weight.narrow(0, r0, r1 - r0).narrow(1, 0, hi)
-        out.narrow(1, r0, r1 - r0).addmm_(x.narrow(1, 0, hi), w.t())
-    return out

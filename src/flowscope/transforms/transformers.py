@@ -42,6 +42,32 @@ def _exp(x: Tensor, sign: float = 1.0) -> Tensor:
     return torch.exp2(torch.mul(x, sign * _LOG2_E))
 
 
+def _soft_clamp(h: Tensor, c: float) -> Tensor:
+    """``c tanh(h / c)`` without autograd (in place on its first result); through ``sigmoid``
+    on large tensors (see :meth:`AffineTransformer._log_scale`)."""
+    if h.numel() < _SIGMOID_TANH_MIN:
+        return torch.tanh(torch.mul(h, 1.0 / c)).mul_(c)
+    return torch.sigmoid(torch.mul(h, 2.0 / c)).mul_(2.0 * c).sub_(c)
+
+
+def _soft_clamp_grads(
+    g_y: Tensor,
+    g_l: Tensor,
+    x: Tensor,
+    log_s: Tensor,
+    s: Tensor,
+    c: float,
+    out: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Gradients of ``x`` (its direct part) and of ``h`` for ``y = x s + t``, ``s = exp(l)``,
+    ``l = c tanh(h / c)``, from those of ``y`` and ``l``; ``out`` receives the one of ``h``."""
+    g_x = torch.mul(g_y, s)
+    g_logs = torch.addcmul(g_l, g_x, x)  # d/dl of x exp(l), and of the log-det
+    # d(c tanh(h/c))/dh = 1 - tanh^2 = 1 - (l/c)^2
+    g_h = torch.addcmul(g_logs, torch.mul(g_logs, log_s), log_s, value=-1.0 / (c * c), out=out)
+    return g_x, g_h
+
+
 class _SoftClampAffine(torch.autograd.Function):
     """``y = x exp(l) + t``, ``l = c tanh(h / c)``, ``params = (h, t)``: with a written backward.
 
@@ -59,7 +85,7 @@ class _SoftClampAffine(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, params, c):  # noqa: ANN001, ANN205
         h, t = params.unbind(-1)
-        log_s = torch.sigmoid(h * (2.0 / c)).mul_(2.0 * c).sub_(c)  # see _log_scale
+        log_s = _soft_clamp(h, c)
         s = _exp(log_s)
         ctx.save_for_backward(x, params, log_s, s)
         ctx.c = c
@@ -77,12 +103,9 @@ class _SoftClampAffine(torch.autograd.Function):
                 y, l_out = AffineTransformer(clamp=c)._generic(x, params)
                 grads = iter(torch.autograd.grad((y, l_out), inputs, (g_y, g_l), create_graph=True))
             return tuple(next(grads) if n else None for n in ctx.needs_input_grad[:2]) + (None,)
-        g_x = torch.mul(g_y, s)
-        g_logs = torch.addcmul(g_l, g_x, x)  # d/dl of x exp(l), and of the log-det
         g_params = torch.empty(params.shape, dtype=g_y.dtype, device=g_y.device)
         g_h, g_t = g_params.unbind(-1)
-        # d(c tanh(h/c))/dh = 1 - tanh^2 = 1 - (l/c)^2
-        torch.addcmul(g_logs, torch.mul(g_logs, log_s), log_s, value=-1.0 / (c * c), out=g_h)
+        g_x, _ = _soft_clamp_grads(g_y, g_l, x, log_s, s, c, out=g_h)
         g_t.copy_(g_y)
         return g_x, g_params, None
 
