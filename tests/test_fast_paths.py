@@ -84,6 +84,52 @@ def test_staircase_under_autograd_with_masked_weights() -> None:
     torch.testing.assert_close(got, want)
 
 
+def test_staircase_reads_the_weight_after_zeroing_its_masked_entries() -> None:
+    # The kernel's products read W itself: whatever sits in the masked-out entries (an
+    # in-place write, or one through .data that autograd does not see) must not reach the
+    # output or the gradients, and the zeroing must not invalidate a graph that saved W.
+    made = MADE(300, 2, hidden=256, layers=1, zero_init=False).double()
+    assert all(layer.staircase is not None for layer in made.layers)
+    for layer in made.layers:  # they start at zero
+        assert not layer.weight[~layer.mask].any()
+    x = torch.randn(4, 300, dtype=torch.float64, requires_grad=True)
+    params = [x, *made.parameters()]
+    with torch.no_grad():
+        made.layers[0].weight[~made.layers[0].mask] = 3.0  # moves the version counter
+    made.layers[1].weight.data[~made.layers[1].mask] = -2.0  # .data: does not
+    allowed = [layer.weight[layer.mask].clone() for layer in made.layers]
+    versions = [layer.weight._version for layer in made.layers]
+    first, second = made(x), made(x)  # the second zeroes again, after the first saved W
+    assert [layer.weight._version for layer in made.layers] == versions
+    want = _dense_made(made, x, None)
+    torch.testing.assert_close(first, want)
+    torch.testing.assert_close(second, want)
+    got = torch.autograd.grad((first + second).sum(), params)
+    for a, b in zip(got, torch.autograd.grad(2 * want.sum(), params)):
+        torch.testing.assert_close(a, b)
+    for layer, before in zip(made.layers, allowed):
+        for r0, r1, _, hi in layer.blocks:  # what the products read is zero now
+            assert not layer.weight[r0:r1, :hi][~layer.mask[r0:r1, :hi]].any()
+        assert torch.equal(layer.weight[layer.mask], before)  # the allowed entries untouched
+
+
+def test_staircase_layer_with_a_given_weight_masks_a_copy() -> None:
+    # A weight that is not the layer's own parameter (functional_call's, a parametrization's)
+    # is not the kernel's to overwrite: it masks a copy, and the caller's tensor is untouched.
+    made = MADE(300, 2, hidden=256, layers=1).double()
+    x = torch.randn(4, 300, dtype=torch.float64)
+    w = torch.randn_like(made.layers[0].weight, requires_grad=True)
+    before = w.detach().clone()
+    got = torch.func.functional_call(made, {"layers.0.weight": w}, (x,))
+    (g_got,) = torch.autograd.grad(got.sum(), w)
+    h = F.linear(x, w * made.layers[0].mask, made.layers[0].bias)
+    want = F.linear(torch.relu(h), made.layers[1].weight * made.layers[1].mask, made.layers[1].bias)
+    (g_want,) = torch.autograd.grad(want.sum(), w)
+    torch.testing.assert_close(got, want.reshape(got.shape))
+    torch.testing.assert_close(g_got, g_want)
+    assert torch.equal(w.detach(), before)
+
+
 def test_staircase_second_derivatives_equal_the_dense_ones() -> None:
     # create_graph=True: the staircase backward differentiates the dense product instead.
     made = _perturb(MADE(300, 2, hidden=256, layers=1).double(), 0.2)

@@ -82,7 +82,9 @@ class _MaskedLinear(nn.Linear):
     storage and dtype (an optimizer step, ``load_state_dict`` or ``.to(...)`` invalidates it;
     ``train()``/``eval()`` clear it); and large staircase masks skip their zero blocks
     (``staircase.py``: 0.56 of the dense product's operations at 784 inputs and 512 hidden
-    units, 8 row blocks).
+    units, 8 row blocks).  The masked-out entries of ``W`` start at zero, and the staircase
+    kernel sets those it reads back to zero before every product (they never reach the output:
+    no function of the layer changes), so that it can read ``W`` without a masked copy.
     """
 
     def __init__(self, mask: Tensor) -> None:
@@ -90,6 +92,10 @@ class _MaskedLinear(nn.Linear):
         self.register_buffer("mask", mask.bool())
         # Derived from `mask`: out of the state dict, refreshed when a state dict is loaded.
         self.register_buffer("mask_value", mask.to(self.weight.dtype), persistent=False)
+        with torch.no_grad():
+            # The masked-out entries never reach the output; at zero they show as such in the
+            # state dict, and the staircase kernel's products may read them (they keep them 0).
+            self.weight.mul_(self.mask_value)
         self._derive()
         self._cache: tuple[tuple, Tensor] | None = None
 
@@ -164,6 +170,10 @@ class _MaskedLinear(nn.Linear):
             return F.linear(x, self.masked_weight() if weight is None else weight, self.bias)
         if weight is None and self._cacheable():
             weight = self.masked_weight()
+        if weight is None and not isinstance(self.weight, nn.Parameter):
+            # A computed weight (a parametrization, functional_call's tensor) is not ours to
+            # clean in place: mask a copy.
+            weight = self.weight * self.mask_value
         if weight is not None:
             return staircase_linear(x, weight, None, self.bias, self.staircase)
         return staircase_linear(x, self.weight, self.mask_value, self.bias, self.staircase)

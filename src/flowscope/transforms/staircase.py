@@ -3,18 +3,21 @@
 With the natural order and the hidden degrees sorted along the units (as :class:`MADE` assigns
 them), row ``r`` of every MADE mask reads columns ``0 .. a_r - 1`` only: about half of ``W * M``
 is zero.  Cutting the rows into a few blocks, block ``(r0, r1, lo, hi)`` reads columns ``< hi``
-only and all of its rows read every column ``< lo``, so ``x (W * M)^T`` is per block one
-unmasked product over ``x[:, :lo]`` plus one over the narrow band ``lo .. hi`` where ``M`` is
-applied: 0.56 of the dense product's operations with 8 blocks (W2's MADE: 784 inputs, 512
-hidden units), forward and backward.
+only and all of its rows read every column ``< lo``.  A layer's masked-out entries inside the
+bands ``lo .. hi`` are kept at zero in ``W`` itself (:meth:`Staircase.clean`), so ``x (W * M)^T``
+is per block ONE product of ``x[:, :hi]`` with ``W[r0:r1, :hi]``: 0.56-0.58 of the dense
+product's operations with 8 blocks (W2's MADE: 784 inputs, 512 hidden units), forward and
+backward, and no masked copy of the weight.
 
 The blocks are cheap enough only if each costs few Python-level tensor operations: the views of
-``W`` and ``M`` that every call reads are made once per storage (:meth:`Staircase.views`; an
-optimizer's in-place update is seen through them), the per-call views of the batch come from one
-``split`` or a ``narrow``, and the bias is copied into the whole output at once.
+``W`` and ``M`` that every call reads are made once per storage (an optimizer's in-place update
+is seen through them), the per-call views of the batch come from one ``split`` or a ``narrow``,
+and the bias is copied into the whole output at once.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -59,7 +62,7 @@ class Staircase:
     def __init__(self, blocks: Blocks) -> None:
         self.blocks = blocks
         self.sizes = [r1 - r0 for r0, r1, _, _ in blocks]  # row blocks = output column blocks
-        self._cache: dict[bool, tuple] = {}
+        self._cache: dict[str, tuple] = {}
 
     def clear(self) -> None:
         """Drop the cached views (and with them the references to the tensors they view)."""
@@ -69,74 +72,77 @@ class Staircase:
         # Copies and pickles carry the blocks only: the views belong to the original's tensors.
         return {"blocks": self.blocks, "sizes": self.sizes, "_cache": {}}
 
-    def make_views(self, weight: Tensor, mask: Tensor | None) -> list[tuple]:
-        """Per block ``(W[r0:r1, :lo], its transpose, W band, M band)``, made now.
+    def make_views(self, weight: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per block ``(W[r0:r1, :hi], its transpose)``, made now (under autograd if enabled)."""
+        return [(w, w.t()) for w in (weight[r0:r1, :hi] for r0, r1, _, hi in self.blocks)]
 
-        ``mask`` None: ``weight`` is already masked, and the whole prefix ``:hi`` is unmasked
-        (``lo`` taken as ``hi``, no band).
-        """
-        views = []
-        for r0, r1, lo, hi in self.blocks:
-            lo = lo if mask is not None else hi
-            w_lo = weight[r0:r1, :lo]
-            band_m = mask[r0:r1, lo:hi] if mask is not None else None
-            views.append((w_lo, w_lo.t(), weight[r0:r1, lo:hi], band_m))
-        return views
-
-    def views(self, weight: Tensor, mask: Tensor | None) -> list[tuple]:
-        """:meth:`make_views` without autograd, made once per storage.
-
-        A new storage (``.to()``, a loaded or swapped tensor) or inference mode makes new views;
-        in-place updates are seen through the old ones.
-        """
-        masked = mask is not None
-        tensors = (weight, mask)
-        key = tuple(None if t is None else t.data_ptr() for t in tensors) + (
-            weight.dtype,
-            weight.device,
+    def _cached(self, kind: str, tensors: tuple[Tensor, ...], make: Callable) -> list:
+        # Made once per storage: a new storage (``.to()``, a loaded or swapped tensor) or
+        # inference mode makes new views; in-place updates are seen through the old ones.
+        key = tuple(t.data_ptr() for t in tensors) + (
+            tensors[0].dtype,
+            tensors[0].device,
             torch.is_inference_mode_enabled(),
         )
-        hit = self._cache.get(masked)
+        hit = self._cache.get(kind)
         if hit is None or hit[1] != key or any(a is not b for a, b in zip(hit[0], tensors)):
             with torch.no_grad():
-                hit = self._cache[masked] = (tensors, key, self.make_views(weight, mask))
+                hit = self._cache[kind] = (tensors, key, make(*tensors))
         return hit[2]
+
+    def views(self, weight: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """:meth:`make_views` without autograd, made once per storage."""
+        return self._cached("weight", (weight,), self.make_views)
+
+    def mask_bands(self, mask: Tensor) -> list[Tensor]:
+        """Per block ``M[r0:r1, lo:hi]``, the only part of a block's rows where ``M`` has zeros."""
+        return self._cached(
+            "mask", (mask,), lambda m: [m[r0:r1, lo:hi] for r0, r1, lo, hi in self.blocks]
+        )
+
+    def clean(self, weight: Tensor, mask: Tensor) -> None:
+        """Set ``W``'s masked-out entries inside the bands to zero, in place.
+
+        They never reach the output (``W * M``), so this changes no function of the layer; it
+        makes the blockwise products read ``W`` directly.  Written through ``.data``: the
+        version counter does not move, so a graph that saved ``W`` earlier stays valid (its
+        products read the same, already clean, entries).  Repeated before every product rather
+        than once, since an optimizer, weight decay, an initializer or ``.data`` writes may
+        put anything there.
+        """
+
+        def make(w: Tensor, m: Tensor) -> list[tuple[Tensor, Tensor]]:
+            w = w.data
+            return [(w[r0:r1, lo:hi], m[r0:r1, lo:hi]) for r0, r1, lo, hi in self.blocks]
+
+        for w_band, m_band in self._cached("clean", (weight, mask), make):
+            w_band.mul_(m_band)
 
 
 def _forward(
-    x: Tensor,
-    weight: Tensor,
-    mask: Tensor | None,
-    bias: Tensor,
-    plan: Staircase,
-    bands: list[Tensor] | None = None,
-    recorded: bool = False,
+    x: Tensor, weight: Tensor, bias: Tensor, plan: Staircase, recorded: bool = False
 ) -> Tensor:
-    """The blockwise product; ``recorded``: under autograd (an already masked ``weight`` whose
-    graph, or ``x``'s, is recorded): the views are made per call, since the cached ones are made
-    without autograd, and the output blocks are ``narrow``s, since ``split``'s outputs may not
-    be written in place under autograd."""
+    """``x W^T + b`` by blocks, for a ``W`` whose masked-out entries are zero.
+
+    ``recorded``: under autograd (an already masked ``weight`` whose graph, or ``x``'s, is
+    recorded): the views are made per call, since the cached ones are made without autograd,
+    and the output blocks are ``narrow``s, since ``split``'s outputs may not be written in place
+    under autograd.
+    """
     # Each block's product lands in its columns of one output (a strided view that BLAS writes
     # through its leading dimension): no per-block results to concatenate.
     out = x.new_empty(x.shape[0], weight.shape[0])
     out.copy_(bias)  # broadcast over the batch; the blocks cover every output column
     if recorded:
-        views = plan.make_views(weight, mask)
+        views = plan.make_views(weight)
         # Made one at a time, after the previous block's write (a view taken before the
         # output joined the graph would count as a leaf).
         blocks = (out.narrow(1, r0, r1 - r0) for r0, r1, _, _ in plan.blocks)
     else:
-        views, blocks = plan.views(weight, mask), out.split(plan.sizes, 1)
-    for y, (w_lo, w_lo_t, w_band, m_band) in zip(blocks, views):
-        lo, width = w_lo.shape[1], w_band.shape[1]
-        if lo > 0:
-            y.addmm_(x.narrow(1, 0, lo), w_lo_t)
-        if m_band is not None:
-            band = w_band * m_band
-            if bands is not None:
-                bands.append(band)
-            if width > 0:
-                y.addmm_(x.narrow(1, lo, width), band.t())
+        views, blocks = plan.views(weight), out.split(plan.sizes, 1)
+    for y, (w, w_t) in zip(blocks, views):
+        if w.shape[1] > 0:
+            y.addmm_(x.narrow(1, 0, w.shape[1]), w_t)
     return out
 
 
@@ -144,45 +150,44 @@ class _StaircaseLinear(torch.autograd.Function):
     """``y = x (W * M)^T + b`` for a staircase mask, forward and backward.
 
     The same function and gradients as ``F.linear(x, W * M, b)``; every product skips the
-    all-zero blocks, and ``M`` is applied to the narrow bands only (once: the forward pass keeps
-    the masked bands for the backward pass).  Slicing ``W`` under autograd instead would make
-    each slice's backward allocate and fill a full-size gradient.
+    all-zero blocks.  ``W``'s masked-out band entries are zeroed first (:meth:`Staircase.clean`),
+    so the forward and input-gradient products read ``W`` as it is and ``M`` is applied only to
+    the weight gradient's bands.  Slicing ``W`` under autograd instead would make each slice's
+    backward allocate and fill a full-size gradient.
     """
 
     @staticmethod
     def forward(ctx, x, weight, mask, bias, plan):  # noqa: ANN001, ANN205
-        bands: list[Tensor] = []
-        out = _forward(x, weight, mask, bias, plan, bands)
-        ctx.save_for_backward(x, weight, mask, bias, *bands)
+        plan.clean(weight, mask)
+        ctx.save_for_backward(x, weight, mask, bias)
         ctx.plan = plan
-        return out
+        return _forward(x, weight, bias, plan)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: ANN001, ANN205
-        x, weight, mask, bias, *bands = ctx.saved_tensors
+        x, weight, mask, bias = ctx.saved_tensors
         if torch.is_grad_enabled():
-            # create_graph=True (higher derivatives): the saved bands have no graph, so the
-            # dense product is differentiated instead (same first derivatives).
+            # create_graph=True (higher derivatives): differentiate the dense product (same
+            # first derivatives) so that the gradients have a graph.
             return _dense_backward(ctx, grad, x, weight, mask, bias)
         plan = ctx.plan
-        views = plan.views(weight, mask)
+        views = plan.views(weight)
         grad_x = grad_w = grad_b = None
-        grad_t = grad.t().split(plan.sizes, 0)  # per block (r1 - r0, batch)
         if ctx.needs_input_grad[0]:
             grad_x = torch.zeros_like(x)
-            for g_t, (w_lo, _, _, _), band in zip(grad_t, views, bands):
-                g, lo, width = g_t.t(), w_lo.shape[1], band.shape[1]
-                if lo > 0:
-                    grad_x.narrow(1, 0, lo).addmm_(g, w_lo)
-                if width > 0:
-                    grad_x.narrow(1, lo, width).addmm_(g, band)
+            for g, (w, _) in zip(grad.split(plan.sizes, 1), views):  # g (batch, r1 - r0)
+                if w.shape[1] > 0:
+                    grad_x.narrow(1, 0, w.shape[1]).addmm_(g, w)
         if ctx.needs_input_grad[1]:
             grad_w = torch.zeros_like(weight)
-            for g_w, g_t, (w_lo, _, _, m_band) in zip(grad_w.split(plan.sizes, 0), grad_t, views):
-                lo, width = w_lo.shape[1], m_band.shape[1]
-                if lo + width > 0:
-                    g_w.narrow(1, 0, lo + width).addmm_(g_t, x.narrow(1, 0, lo + width))
-                    g_w.narrow(1, lo, width).mul_(m_band)
+            grad_t = grad.t().split(plan.sizes, 0)  # per block (r1 - r0, batch)
+            bands = plan.mask_bands(mask)
+            for g_w, g_t, m_band, (_, _, lo, hi) in zip(
+                grad_w.split(plan.sizes, 0), grad_t, bands, plan.blocks
+            ):
+                if hi > 0:
+                    g_w.narrow(1, 0, hi).addmm_(g_t, x.narrow(1, 0, hi))
+                    g_w.narrow(1, lo, hi - lo).mul_(m_band)
         if ctx.needs_input_grad[3]:
             grad_b = grad.sum(0)
         return grad_x, grad_w, None, grad_b, None
@@ -201,12 +206,14 @@ def staircase_linear(
 ) -> Tensor:
     """``x (W * M)^T + b`` by blocks: ``x (batch, in)``, ``W, M (out, in)`` -> ``(batch, out)``.
 
-    Differentiable in ``x``, ``W`` and ``b``.  ``mask`` None: ``weight`` is already masked
-    (eval's cached ``W * M``, or a caller's).
+    Differentiable in ``x``, ``W`` and ``b``.  With a ``mask``, ``weight`` must be a tensor
+    whose masked-out entries may be overwritten (a layer's own parameter): they are set to zero
+    in place (:meth:`Staircase.clean`).  ``mask`` None: ``weight`` is already masked (eval's
+    cached ``W * M``, or a caller's).
     """
     if mask is None:
         recorded = torch.is_grad_enabled() and (
             x.requires_grad or weight.requires_grad or bias.requires_grad
         )
-        return _forward(x, weight, None, bias, plan, recorded=recorded)
+        return _forward(x, weight, bias, plan, recorded=recorded)
     return _StaircaseLinear.apply(x, weight, mask, bias, plan)
