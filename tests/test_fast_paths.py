@@ -465,7 +465,10 @@ def test_large_affine_node_equals_the_generic_graph() -> None:
         affine = AffineTransformer(scale="tanh", clamp=clamp)
         x = torch.randn(8, _SIGMOID_TANH_MIN // 8 + 3, dtype=torch.float64, requires_grad=True)
         params = (torch.randn(*x.shape, 2, dtype=torch.float64) * 4).requires_grad_(True)
+        before = (x.detach().clone(), params.detach().clone())
         (y, log_s), (y0, log_s0) = affine.forward(x, params), affine._generic(x, params)
+        # the node's in-place passes touch its own fresh tensors only
+        assert torch.equal(x, before[0]) and torch.equal(params, before[1])
         assert y.grad_fn is not None and "_SoftClampAffine" in type(y.grad_fn).__name__
         torch.testing.assert_close((y, log_s), (y0, log_s0), rtol=1e-13, atol=1e-13)
         cot = (torch.randn_like(y), torch.randn_like(log_s))

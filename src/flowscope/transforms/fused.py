@@ -57,7 +57,7 @@ from .autoregressive import MaskedAutoregressive
 from .coupling import Coupling
 from .linear import ReversePermutation
 from .packing import Layout, flatten_dense_tensors, layout, pack_layers, plain_type
-from .transformers import AffineTransformer, _soft_clamp, _soft_clamp_grads
+from .transformers import AffineTransformer, _soft_clamp, _soft_clamp_affine, _soft_clamp_grads
 
 __all__ = [
     "CouplingRun",
@@ -517,10 +517,7 @@ def fuse(transforms: list) -> list:
 
 def _affine(x: Tensor, out: Tensor, c: float) -> tuple[Tensor, Tensor, Tensor]:
     """``y = x s + t`` from the net's output ``(batch, n * 2)`` (``(h, t)`` interleaved)."""
-    h, t = out.view(*x.shape, 2).unbind(-1)
-    log_s = _soft_clamp(h, c)
-    s = torch.exp(log_s)
-    return torch.addcmul(t, x, s), log_s, s
+    return _soft_clamp_affine(x, *out.view(*x.shape, 2).unbind(-1), c)
 
 
 def _affine_inverse(y: Tensor, out: Tensor, c: float) -> tuple[Tensor, Tensor]:

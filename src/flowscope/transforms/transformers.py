@@ -46,8 +46,20 @@ def _soft_clamp(h: Tensor, c: float) -> Tensor:
     """``c tanh(h / c)`` without autograd (in place on its first result); through ``sigmoid``
     on large tensors (see :meth:`AffineTransformer._log_scale`)."""
     if h.numel() < _SIGMOID_TANH_MIN:
-        return torch.tanh(torch.mul(h, 1.0 / c)).mul_(c)
-    return torch.sigmoid(torch.mul(h, 2.0 / c)).mul_(2.0 * c).sub_(c)
+        return torch.mul(h, 1.0 / c).tanh_().mul_(c)
+    return torch.mul(h, 2.0 / c).sigmoid_().mul_(2.0 * c).sub_(c)
+
+
+def _soft_clamp_affine(x: Tensor, h: Tensor, t: Tensor, c: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(y, l, s)``: ``y = x s + t``, ``s = exp(l)``, ``l = c tanh(h / c)``, without autograd
+    (in place after the first pass): the forward arithmetic of :class:`_SoftClampAffine` and of
+    the fused runs (``fused._affine``)."""
+    log_s = _soft_clamp(h, c)
+    if log_s.numel() < _SIGMOID_TANH_MIN:
+        s = torch.exp(log_s)
+    else:  # exp2 (see _exp)
+        s = torch.mul(log_s, _LOG2_E).exp2_()
+    return torch.addcmul(t, x, s), log_s, s
 
 
 def _soft_clamp_grads(
@@ -84,12 +96,10 @@ class _SoftClampAffine(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, params, c):  # noqa: ANN001, ANN205
-        h, t = params.unbind(-1)
-        log_s = _soft_clamp(h, c)
-        s = _exp(log_s)
+        y, log_s, s = _soft_clamp_affine(x, *params.unbind(-1), c)
         ctx.save_for_backward(x, params, log_s, s)
         ctx.c = c
-        return torch.addcmul(t, x, s), log_s
+        return y, log_s
 
     @staticmethod
     def backward(ctx, g_y, g_l):  # noqa: ANN001, ANN205
