@@ -181,15 +181,26 @@ def build_all(workload: str, libs: list[str], seed: int = 0) -> dict[str, wl.Bui
 
 
 def check_params(workload: str, built: dict[str, wl.Built]) -> dict:
+    # The architecture's size (every layer's full weight matrix) is what must match; what each
+    # library stores and how many numbers can reach the output (a masked layer's ones) differ.
     counts = {lib: wl.parameter_count(b.module) for lib, b in built.items()}
     ref = counts.get("flowscope")
     report = {}
     for lib, n in counts.items():
+        module = built[lib].module
+        stored, free = wl.stored_parameter_count(module), wl.free_parameter_count(module)
         diff = (n - ref) / ref if ref else 0.0
-        report[lib] = {"params": n, "relative_to_flowscope": diff, "note": built[lib].note}
+        report[lib] = {
+            "params": n,
+            "stored": stored,
+            "free": free,
+            "relative_to_flowscope": diff,
+            "note": built[lib].note,
+        }
         flag = "" if abs(diff) <= 0.02 else "  MISMATCH > 2%"
         note = f"  ({built[lib].note})" if built[lib].note else ""
-        log(f"  params {lib:10s} {n:>10,d}  {diff:+.2%}{flag}{note}")
+        extra = f"  (stored {stored:,d}, free {free:,d})" if (stored, free) != (n, n) else ""
+        log(f"  params {lib:10s} {n:>10,d}  {diff:+.2%}{flag}{extra}{note}")
     return report
 
 

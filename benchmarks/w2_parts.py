@@ -35,7 +35,8 @@ def build(variant: str) -> torch.nn.Module:
     flow = wl.builder("W2", "flowscope")().module
     for m in flow.modules():
         if variant == "unaligned blocks" and isinstance(m, _MaskedLinear) and m.blocks:
-            m.staircase = Staircase(staircase_blocks(m.mask, align=1))
+            # re-packs the weight for the other blocks (a new parameter; optimizers come later)
+            m._relayout(Staircase(staircase_blocks(m.mask, align=1), m.in_features))
         if variant == "generic affine" and isinstance(m, MaskedAutoregressive):
             m.transformer.forward = m.transformer._generic  # the instance's own attribute
     return flow

@@ -44,8 +44,43 @@ def available(lib: str) -> bool:
     return True
 
 
-def parameter_count(module: nn.Module) -> int:
+def stored_parameter_count(module: nn.Module) -> int:
+    """The numbers the optimizer updates."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def _masked_layers(module: nn.Module):  # noqa: ANN202 - (mask, stored weight) pairs
+    # A MADE's masked linear layer, in all four libraries: a module with a 2-D ``mask`` buffer
+    # the shape of its weight; flowscope's large ones store the weight packed (``weight_blocks``).
+    for m in module.modules():
+        mask = m._buffers.get("mask")
+        if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+            continue
+        stored = m._parameters.get("weight_blocks")
+        if stored is None:
+            stored = getattr(m, "weight", None)
+            if not isinstance(stored, torch.Tensor) or stored.shape != mask.shape:
+                continue
+        if stored.requires_grad:
+            yield mask, stored
+
+
+def parameter_count(module: nn.Module) -> int:
+    """The architecture's size, what the same-architecture check compares: every layer's
+    full weight matrix, whether a library stores all of it (the peers' masked layers) or only
+    the blocks its products read (flowscope's large MADE layers: ``weight_blocks``)."""
+    total = stored_parameter_count(module)
+    for mask, stored in _masked_layers(module):
+        total += mask.numel() - stored.numel()
+    return total
+
+
+def free_parameter_count(module: nn.Module) -> int:
+    """Trainable numbers that can reach the output: a masked layer counts its mask's ones."""
+    total = stored_parameter_count(module)
+    for mask, stored in _masked_layers(module):
+        total += int(mask.count_nonzero()) - stored.numel()
+    return total
 
 
 def version(lib: str) -> str:

@@ -92,6 +92,27 @@ def test_training_step_compiles_without_graph_breaks() -> None:
         torch.testing.assert_close(g, e)
 
 
+def test_staircase_maf_training_step_compiles_without_graph_breaks() -> None:
+    """A MADE large enough for the staircase kernel stores its weight blocks packed
+    (``weight_blocks``); compiled code reads the dense weight through ``layer.weight``."""
+    torch._dynamo.reset()
+    # float64: the blockwise and the dense products sum in different orders
+    flow = _perturbed(models.maf(300, layers=1, hidden=256, net_layers=1).double()).train()
+    made = flow.transform.transforms[0].made
+    assert all(layer.staircase is not None for layer in made.layers)
+    x = torch.randn(4, 300, dtype=torch.float64)
+
+    def loss() -> torch.Tensor:
+        return -flow.log_prob(x).mean()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="eager")
+    params = list(flow.parameters())
+    expected = torch.autograd.grad(loss(), params)
+    got = torch.autograd.grad(compiled(), params)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+
+
 def test_inductor_output_equals_eager() -> None:
     """One model through the real compiler (Inductor, generated C++): same numbers as eager."""
     torch._dynamo.reset()

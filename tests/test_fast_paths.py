@@ -85,22 +85,29 @@ def test_staircase_under_autograd_with_masked_weights() -> None:
 
 
 def test_staircase_reads_the_weight_after_zeroing_its_masked_entries() -> None:
-    # The kernel's products read W itself: whatever sits in the masked-out entries (an
-    # in-place write, or one through .data that autograd does not see) must not reach the
-    # output or the gradients, and the zeroing must not invalidate a graph that saved W.
+    # The kernel's products read the stored blocks of W itself: whatever sits in their
+    # masked-out entries (an in-place write, or one through .data that autograd does not see)
+    # must not reach the output or the gradients, and the zeroing must not invalidate a graph
+    # that saved W.
     made = MADE(300, 2, hidden=256, layers=1, zero_init=False).double()
     assert all(layer.staircase is not None for layer in made.layers)
     for layer in made.layers:  # they start at zero
         assert not layer.weight[~layer.mask].any()
     x = torch.randn(4, 300, dtype=torch.float64, requires_grad=True)
     params = [x, *made.parameters()]
-    with torch.no_grad():
-        made.layers[0].weight[~made.layers[0].mask] = 3.0  # moves the version counter
-    made.layers[1].weight.data[~made.layers[1].mask] = -2.0  # .data: does not
+    for layer, dirt in zip(made.layers, (3.0, -2.0)):
+        dense = layer.weight.detach().masked_fill(~layer.mask, dirt)
+        packed = layer.staircase.pack(dense)
+        if dirt > 0:
+            with torch.no_grad():
+                layer.weight_blocks.copy_(packed)  # moves the version counter
+        else:
+            layer.weight_blocks.data.copy_(packed)  # .data: does not
+        assert layer.weight[~layer.mask].ne(0).any()  # dirty where the blocks read
     allowed = [layer.weight[layer.mask].clone() for layer in made.layers]
-    versions = [layer.weight._version for layer in made.layers]
+    versions = [layer.weight_blocks._version for layer in made.layers]
     first, second = made(x), made(x)  # the second zeroes again, after the first saved W
-    assert [layer.weight._version for layer in made.layers] == versions
+    assert [layer.weight_blocks._version for layer in made.layers] == versions
     want = _dense_made(made, x, None)
     torch.testing.assert_close(first, want)
     torch.testing.assert_close(second, want)
@@ -108,8 +115,7 @@ def test_staircase_reads_the_weight_after_zeroing_its_masked_entries() -> None:
     for a, b in zip(got, torch.autograd.grad(2 * want.sum(), params)):
         torch.testing.assert_close(a, b)
     for layer, before in zip(made.layers, allowed):
-        for r0, r1, _, hi in layer.blocks:  # what the products read is zero now
-            assert not layer.weight[r0:r1, :hi][~layer.mask[r0:r1, :hi]].any()
+        assert not layer.weight[~layer.mask].any()  # what the products read is zero now
         assert torch.equal(layer.weight[layer.mask], before)  # the allowed entries untouched
 
 
@@ -117,17 +123,52 @@ def test_staircase_layer_with_a_given_weight_masks_a_copy() -> None:
     # A weight that is not the layer's own parameter (functional_call's, a parametrization's)
     # is not the kernel's to overwrite: it masks a copy, and the caller's tensor is untouched.
     made = MADE(300, 2, hidden=256, layers=1).double()
+    layer = made.layers[0]
     x = torch.randn(4, 300, dtype=torch.float64)
-    w = torch.randn_like(made.layers[0].weight, requires_grad=True)
+    w = torch.randn_like(layer.weight_blocks, requires_grad=True)
     before = w.detach().clone()
-    got = torch.func.functional_call(made, {"layers.0.weight": w}, (x,))
+    got = torch.func.functional_call(made, {"layers.0.weight_blocks": w}, (x,))
     (g_got,) = torch.autograd.grad(got.sum(), w)
-    h = F.linear(x, w * made.layers[0].mask, made.layers[0].bias)
+    h = F.linear(x, layer.staircase.unpack(w) * layer.mask, layer.bias)
     want = F.linear(torch.relu(h), made.layers[1].weight * made.layers[1].mask, made.layers[1].bias)
     (g_want,) = torch.autograd.grad(want.sum(), w)
     torch.testing.assert_close(got, want.reshape(got.shape))
     torch.testing.assert_close(g_got, g_want)
     assert torch.equal(w.detach(), before)
+
+
+def test_staircase_layer_stores_its_blocks_and_saves_the_dense_weight() -> None:
+    made = MADE(300, 2, hidden=256, layers=1, zero_init=False).double()
+    layer = made.layers[1]
+    names = dict(made.named_parameters())
+    assert "layers.1.weight_blocks" in names and "layers.1.weight" not in names
+    assert layer.weight_blocks.shape == (layer.staircase.numel,)
+    assert layer.staircase.numel < 0.6 * layer.mask.numel()
+    # The state dict holds the dense weight (as before packing), zero where masked.
+    state = made.state_dict()
+    assert "layers.1.weight_blocks" not in state and state["layers.1.weight"].shape == (600, 256)
+    assert torch.equal(state["layers.1.weight"], layer.weight.detach())
+    # A dense state dict with anything in its masked-out entries loads, packed, exactly.
+    other = _perturb(MADE(300, 2, hidden=256, layers=1, zero_init=False).double(), 0.3)
+    dense_state = {k: v.clone() for k, v in other.state_dict().items()}
+    for i in (0, 1):
+        w, m = dense_state[f"layers.{i}.weight"], dense_state[f"layers.{i}.mask"]
+        w[~m] = 5.0
+    made.load_state_dict(dense_state)
+    x = torch.randn(3, 300, dtype=torch.float64)
+    torch.testing.assert_close(made(x), _dense_made(other, x, None))
+    # Assigning a dense weight packs it; reset_parameters draws nn.Linear's initialization.
+    layer.weight = torch.ones(600, 256, dtype=torch.float64)
+    assert torch.equal(layer.weight, layer.mask.double())
+    layer.reset_parameters()
+    assert layer.weight[layer.mask].abs().max() <= 1 / 256**0.5
+    assert not layer.weight[~layer.mask].any()
+    # A state dict whose masks have another layout (a random order: no staircase in the
+    # first layer) re-lays the layer out, and the model computes the loaded one.
+    rnd = _perturb(MADE(300, 2, hidden=256, layers=1, order="random", seed=0).double(), 0.3)
+    made.load_state_dict(rnd.state_dict())
+    assert made.layers[0].staircase is None and "weight" in dict(made.layers[0].named_parameters())
+    torch.testing.assert_close(made(x), rnd(x))
 
 
 def test_staircase_second_derivatives_equal_the_dense_ones() -> None:
@@ -189,7 +230,8 @@ def test_masked_weight_cache_follows_the_weights() -> None:
     maf.eval()
     with torch.no_grad():
         before = maf(x)[0]
-        maf.made.layers[0].weight.add_(0.5)  # bumps the version counter: cache invalid
+        for p in maf.made.layers[0].parameters():
+            p.add_(0.5)  # bumps the version counter: cache invalid
         after = maf(x)[0]
         assert not torch.allclose(before, after)
         torch.testing.assert_close(after, maf._forward(x, None)[0])

@@ -21,6 +21,7 @@ the other direction has to produce the coordinates one at a time (``D`` passes).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,9 +83,19 @@ class _MaskedLinear(nn.Linear):
     storage and dtype (an optimizer step, ``load_state_dict`` or ``.to(...)`` invalidates it;
     ``train()``/``eval()`` clear it); and large staircase masks skip their zero blocks
     (``staircase.py``: 0.56 of the dense product's operations at 784 inputs and 512 hidden
-    units, 8 row blocks).  The masked-out entries of ``W`` start at zero, and the staircase
-    kernel sets those it reads back to zero before every product (they never reach the output:
-    no function of the layer changes), so that it can read ``W`` without a masked copy.
+    units, 8 row blocks).
+
+    **Storage of a staircase layer.** It keeps only the blocks ``W[r0:r1, :hi]`` that its
+    products read, in ONE flat parameter ``weight_blocks`` (0.574 of the dense matrix on W2's
+    layers; the rest is structurally zero): ``named_parameters()`` lists ``weight_blocks``
+    instead of ``weight``.  ``layer.weight`` still reads as the dense ``(out, in)`` matrix
+    (zero outside the blocks; differentiable w.r.t. ``weight_blocks``), assigning
+    ``layer.weight = w`` packs ``w``, and the state dict holds the dense ``weight`` as before,
+    so checkpoints of either storage load into the other.  An in-place write into
+    ``layer.weight`` (``nn.init.normal_``) changes a temporary: initialize through
+    ``weight_blocks``, by assignment or ``reset_parameters()``.  The masked-out entries start at
+    zero, and the kernel sets those it reads back to zero before every training product (they
+    never reach the output: no function of the layer changes).
     """
 
     def __init__(self, mask: Tensor) -> None:
@@ -93,18 +104,17 @@ class _MaskedLinear(nn.Linear):
         # Derived from `mask`: out of the state dict, refreshed when a state dict is loaded.
         self.register_buffer("mask_value", mask.to(self.weight.dtype), persistent=False)
         with torch.no_grad():
-            # The masked-out entries never reach the output; at zero they show as such in the
-            # state dict, and the staircase kernel's products may read them (they keep them 0).
+            # The masked-out entries never reach the output: they start (and show) as zeros.
             self.weight.mul_(self.mask_value)
-        self._derive()
         self._cache: tuple[tuple, Tensor] | None = None
+        self._derive()
 
     def _derive(self) -> None:
         # An all-True mask (e.g. hidden-to-hidden layers when every hidden degree is equal)
         # needs no product at all; a large staircase mask skips its zero blocks.
         self.full = bool(self.mask.all())
         blocks = staircase_blocks(self.mask)
-        self.staircase = Staircase(blocks) if blocks is not None else None
+        self._relayout(Staircase(blocks, self.in_features) if blocks is not None else None)
         # Inputs no unit reads (a MADE's input layer never reads the last coordinate of its
         # order): with the natural order they are the trailing columns, and the fused runs
         # (fused.py) multiply by the leading ``used_inputs`` columns only.
@@ -114,31 +124,100 @@ class _MaskedLinear(nn.Linear):
         self.used_inputs = k if prefix else None
         self.prefix_full = prefix and bool(self.mask[:, :k].all())
 
+    def _relayout(self, plan: Staircase | None) -> None:
+        """Store ``W`` packed by ``plan`` (None: dense), converting the current values; the
+        parameter object is kept when the layout does not change."""
+        old = self.__dict__.get("staircase")
+        if old is None and plan is None:  # dense (a parameter, or packing.py's view) stays
+            self.staircase = None
+            return
+        if old is not None and plan is not None and old.blocks == plan.blocks:
+            return  # same layout: keep the parameter and the views cache
+        stored = self._stored()
+        with torch.no_grad():
+            dense = old.unpack(stored) if old is not None else stored
+            dense = dense * self.mask_value
+            value = plan.pack(dense) if plan is not None else dense
+        param = nn.Parameter(value, requires_grad=stored.requires_grad)
+        self._parameters.pop("weight_blocks" if old is not None else "weight")
+        self._parameters["weight_blocks" if plan is not None else "weight"] = param
+        self.staircase = plan
+        self._cache = None
+
+    def _stored(self) -> Tensor:
+        """The stored weight: ``weight_blocks`` ``(numel,)`` (staircase), else ``weight``."""
+        return self._parameters["weight_blocks"] if self.__dict__.get("staircase") else self.weight
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "weight" and self.__dict__.get("staircase") is not None:
+            return self.staircase.unpack(self._parameters["weight_blocks"])
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "weight" and self.__dict__.get("staircase") is not None:
+            with torch.no_grad():
+                self._parameters["weight_blocks"].copy_(
+                    self.staircase.pack(value * self.mask_value)
+                )
+            return
+        super().__setattr__(name, value)
+
+    def reset_parameters(self) -> None:
+        if self.__dict__.get("staircase") is None:
+            return super().reset_parameters()
+        # nn.Linear's initialization, drawn dense and packed.
+        dense = torch.empty(self.out_features, self.in_features, dtype=self.mask_value.dtype)
+        nn.init.kaiming_uniform_(dense, a=math.sqrt(5))
+        self.weight = dense.to(self.mask_value.device)
+        bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+        nn.init.uniform_(self.bias, -bound, bound)
+        return None
+
     @property
     def blocks(self) -> tuple | None:
         """The staircase's row blocks ``(r0, r1, lo, hi)``, or None (dense masked product)."""
         return None if self.staircase is None else self.staircase.blocks
 
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.staircase is not None:  # the dense matrix, as an unpacked layer saves it
+            packed = destination.pop(prefix + "weight_blocks")
+            destination[prefix + "weight"] = self.staircase.unpack(
+                packed if keep_vars else packed.detach()
+            )
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kw: Any) -> None:
+        w_key, m_key = prefix + "weight", prefix + "mask"
+        mask = state_dict.get(m_key)
+        if isinstance(mask, Tensor) and mask.shape == self.mask.shape and w_key in state_dict:
+            # Take the loaded mask's layout first, then hand the weight over packed by it.
+            with torch.no_grad():
+                self.mask.copy_(mask)
+                self.mask_value.copy_(mask)
+            self._derive()
+            if self.staircase is not None and state_dict[w_key].shape == self.mask.shape:
+                state_dict[prefix + "weight_blocks"] = self.staircase.pack(
+                    state_dict.pop(w_key) * mask.to(self.mask_value.dtype)
+                )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kw)
         with torch.no_grad():
             self.mask_value.copy_(self.mask)
         self._derive()
 
     def _cacheable(self) -> bool:
-        w = self.weight
+        w = self._stored()
         return not (self.training or (torch.is_grad_enabled() and w.requires_grad) or _tracing(w))
 
     def masked_weight(self) -> Tensor:
         # Multiplying (rather than zeroing the weights once) keeps the autoregressive property
         # whatever an optimizer or weight decay does to the masked-out entries.
-        w = self.weight
         if self.full:
-            return w
+            return self.weight
         if not self._cacheable():
-            return w * self.mask_value
+            return self.weight * self.mask_value
         # A cache filled under inference_mode holds inference tensors, which autograd cannot
         # save (a frozen model differentiated w.r.t. its input): the mode is part of the key.
+        w = self._stored()
         key = (
             torch.is_inference_mode_enabled(),
             w._version,
@@ -149,7 +228,7 @@ class _MaskedLinear(nn.Linear):
         )
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
-                self._cache = (key, w * self.mask_value)
+                self._cache = (key, self.weight * self.mask_value)
         return self._cache[1]
 
     def train(self, mode: bool = True) -> _MaskedLinear:
@@ -166,17 +245,18 @@ class _MaskedLinear(nn.Linear):
         """``x (W * M)^T + b``; ``weight``: ``W * M`` when the caller computed it already."""
         # Batched (vmap) weights or inputs, or a compiler, take the plain path: the staircase
         # kernel is a custom autograd.Function without vmap rules.
-        if self.staircase is None or _tracing(x) or _tracing(self.weight):
+        stored = self._stored()
+        if self.staircase is None or _tracing(x) or _tracing(stored):
             return F.linear(x, self.masked_weight() if weight is None else weight, self.bias)
         if weight is None and self._cacheable():
             weight = self.masked_weight()
-        if weight is None and not isinstance(self.weight, nn.Parameter):
-            # A computed weight (a parametrization, functional_call's tensor) is not ours to
+        if weight is None and not isinstance(stored, nn.Parameter):
+            # A substituted weight (functional_call's, a parametrization's) is not ours to
             # clean in place: mask a copy.
             weight = self.weight * self.mask_value
         if weight is not None:
             return staircase_linear(x, weight, None, self.bias, self.staircase)
-        return staircase_linear(x, self.weight, self.mask_value, self.bias, self.staircase)
+        return staircase_linear(x, stored, self.mask_value, self.bias, self.staircase)
 
 
 class MADE(nn.Module):
@@ -257,8 +337,9 @@ class MADE(nn.Module):
         )
         self.activation = activation()
         if zero_init:
-            nn.init.zeros_(masked[-1].weight)
-            nn.init.zeros_(masked[-1].bias)
+            with torch.no_grad():  # weight (or weight_blocks) and bias
+                for p in masked[-1].parameters():
+                    p.zero_()
 
     def masked_weights(self) -> list[Tensor]:
         """``W * M`` of every layer, input to output (compute once, reuse across passes)."""
