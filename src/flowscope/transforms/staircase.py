@@ -75,11 +75,8 @@ class Staircase:
         self._cache: dict[str, tuple] = {}
 
     def pack(self, dense: Tensor) -> Tensor:
-        """``(..., out, cols)`` -> ``(..., numel)``: the blocks ``W[r0:r1, :hi]``, row-major."""
-        parts = [
-            dense[..., r0:r1, :hi].reshape(*dense.shape[:-2], -1) for r0, r1, _, hi in self.blocks
-        ]
-        return torch.cat(parts, -1)
+        """``(out, cols)`` -> ``(numel,)``: the blocks ``W[r0:r1, :hi]``, row-major."""
+        return torch.cat([dense[r0:r1, :hi].reshape(-1) for r0, r1, _, hi in self.blocks])
 
     def unpack(self, packed: Tensor) -> Tensor:
         """``(numel,)`` -> ``(out, cols)``, zero outside the blocks; differentiable (and under
@@ -141,8 +138,9 @@ class Staircase:
         makes the blockwise products read ``W`` directly.  Written through ``.data``: the
         version counter does not move, so a graph that saved ``W`` earlier stays valid (its
         products read the same, already clean, entries).  Repeated before every product rather
-        than once, since an optimizer, weight decay, an initializer or ``.data`` writes may
-        put anything there.
+        than once: a standard optimizer keeps them at zero (their gradient is zero), but a
+        regularizer that pulls them away from zero, a noisy optimizer or a write into the
+        stored blocks would not.
         """
 
         def make(w: Tensor, m: Tensor) -> list[tuple[Tensor, Tensor]]:
