@@ -26,7 +26,7 @@ from flowscope.transforms import (
 )
 from flowscope.transforms.autoregressive import MADE
 from flowscope.transforms.packing import layer_parameters
-from flowscope.transforms.staircase import staircase_blocks
+from flowscope.transforms.staircase import staircase_blocks, staircase_linear
 
 
 def _perturb(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
@@ -163,6 +163,9 @@ def test_staircase_layer_stores_its_blocks_and_saves_the_dense_weight() -> None:
     layer.reset_parameters()
     assert layer.weight[layer.mask].abs().max() <= 1 / 256**0.5
     assert not layer.weight[~layer.mask].any()
+    # The kernel itself takes a mask with the packed blocks only.
+    with pytest.raises(ValueError, match="weight: with a mask, expected the packed blocks"):
+        staircase_linear(x[:, :256], layer.weight, layer.mask_value, layer.bias, layer.staircase)
     # A state dict whose masks have another layout (a random order: no staircase in the
     # first layer) re-lays the layer out, and the model computes the loaded one.
     rnd = _perturb(MADE(300, 2, hidden=256, layers=1, order="random", seed=0).double(), 0.3)

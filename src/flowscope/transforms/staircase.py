@@ -82,8 +82,7 @@ class Staircase:
         """``(numel,)`` -> ``(out, cols)``, zero outside the blocks; differentiable (and under
         vmap and ``torch.compile``)."""
         parts = [
-            torch.nn.functional.pad(w, (0, self.cols - w.shape[-1]))
-            for w, _ in self.make_views(packed)
+            torch.nn.functional.pad(w, (0, self.cols - w.shape[-1])) for w in self.blocks_of(packed)
         ]
         return torch.cat(parts, -2)
 
@@ -95,17 +94,19 @@ class Staircase:
         # Copies and pickles carry the layout only: the views belong to the original's tensors.
         return {**self.__dict__, "_cache": {}}
 
-    def make_views(self, weight: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """Per block ``(W[r0:r1, :hi], its transpose)``, made now (under autograd if enabled),
-        from a packed ``(numel,)`` weight or a dense ``(out, cols)`` one."""
+    def blocks_of(self, weight: Tensor) -> list[Tensor]:
+        """Per block ``W[r0:r1, :hi]``, from a packed ``(numel,)`` weight (contiguous views) or
+        a dense ``(out, cols)`` one (strided views)."""
         if weight.dim() == 1:
-            blocks = (
+            return [
                 weight.narrow(0, o, (r1 - r0) * hi).view(r1 - r0, hi)
                 for o, (r0, r1, _, hi) in zip(self.offsets, self.blocks)
-            )
-        else:
-            blocks = (weight[r0:r1, :hi] for r0, r1, _, hi in self.blocks)
-        return [(w, w.t()) for w in blocks]
+            ]
+        return [weight[r0:r1, :hi] for r0, r1, _, hi in self.blocks]
+
+    def make_views(self, weight: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Per block ``(W[r0:r1, :hi], its transpose)``, made now (under autograd if enabled)."""
+        return [(w, w.t()) for w in self.blocks_of(weight)]
 
     def _cached(self, kind: str, tensors: tuple[Tensor, ...], make: Callable) -> list:
         # Made once per storage: a new storage (``.to()``, a loaded or swapped tensor) or
@@ -146,7 +147,7 @@ class Staircase:
         def make(w: Tensor, m: Tensor) -> list[tuple[Tensor, Tensor]]:
             return [
                 (w_b[:, lo:hi], m[r0:r1, lo:hi])
-                for (w_b, _), (r0, r1, lo, hi) in zip(self.make_views(w.data), self.blocks)
+                for w_b, (r0, r1, lo, hi) in zip(self.blocks_of(w.data), self.blocks)
             ]
 
         for w_band, m_band in self._cached("clean", (weight, mask), make):
@@ -216,8 +217,8 @@ class _StaircaseLinear(torch.autograd.Function):
             grad_w = torch.empty_like(weight)
             grad_t = grad.t().split(plan.sizes, 0)  # per block (r1 - r0, batch)
             bands = plan.mask_bands(mask)
-            for (g_w, _), g_t, m_band, (_, _, lo, hi) in zip(
-                plan.make_views(grad_w), grad_t, bands, plan.blocks
+            for g_w, g_t, m_band, (_, _, lo, hi) in zip(
+                plan.blocks_of(grad_w), grad_t, bands, plan.blocks
             ):
                 if hi > 0:
                     torch.mm(g_t, x.narrow(1, 0, hi), out=g_w)
@@ -250,4 +251,10 @@ def staircase_linear(
             x.requires_grad or weight.requires_grad or bias.requires_grad
         )
         return _forward(x, weight, bias, plan, recorded=recorded)
+    if weight.shape != (plan.numel,):
+        # The backward writes the blocks only: a dense gradient would keep garbage elsewhere.
+        raise ValueError(
+            f"weight: with a mask, expected the packed blocks of shape ({plan.numel},) "
+            f"(Staircase.pack), got shape {tuple(weight.shape)}"
+        )
     return _StaircaseLinear.apply(x, weight, mask, bias, plan)
