@@ -585,3 +585,26 @@ def test_finite_check_sum_shortcut_keeps_every_verdict() -> None:
     y[0, 0], y[5, 5] = float("inf"), -float("inf")  # their sum is NaN: caught all the same
     with pytest.raises(ValueError, match="got 2 NaN/inf entries"):
         check_finite("x", y)
+
+
+def test_every_model_parameter_is_dense_for_fused_adam() -> None:
+    # torch's CPU fused Adam (what the Trainer and the benchmark use) updates a parameter's
+    # storage as if it were contiguous: a strided view as a parameter (e.g. per-block views of
+    # one matrix) would be updated in the wrong places (torch 2.13, docs/benchmarks.md item 3).
+    # Every parameter must be contiguous, or channels-last (dense, the convolutions').
+    built = {
+        "realnvp": models.realnvp(2),
+        "maf": models.maf(300, layers=2, hidden=256, net_layers=1),  # staircase layers
+        "iaf": models.iaf(4),
+        "nsf": models.nsf(3),
+        "nice": models.nice(4),
+        "planar": models.planar(2),
+        "glow": models.glow((3, 8, 8), levels=2, steps=1, hidden=8),
+        "realnvp_image": models.realnvp_image((1, 8, 8)),
+    }
+    for name, flow in built.items():
+        for key, p in flow.named_parameters():
+            dense = p.is_contiguous() or (
+                p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
+            )
+            assert dense, f"{name}: {key} has strides {p.stride()}"
