@@ -21,7 +21,6 @@ the other direction has to produce the coordinates one at a time (``D`` passes).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -165,12 +164,12 @@ class _MaskedLinear(nn.Linear):
     def reset_parameters(self) -> None:
         if self.__dict__.get("staircase") is None:
             return super().reset_parameters()
-        # nn.Linear's initialization, drawn dense and packed.
-        dense = torch.empty(self.out_features, self.in_features, dtype=self.mask_value.dtype)
-        nn.init.kaiming_uniform_(dense, a=math.sqrt(5))
-        self.weight = dense.to(self.mask_value.device)
-        bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
-        nn.init.uniform_(self.bias, -bound, bound)
+        # nn.Linear's own initialization, drawn on a dense twin and packed.
+        ref = self.mask_value
+        twin = nn.Linear(self.in_features, self.out_features, dtype=ref.dtype, device=ref.device)
+        self.weight = twin.weight.detach()
+        with torch.no_grad():
+            self.bias.copy_(twin.bias)
         return None
 
     @property
@@ -189,20 +188,24 @@ class _MaskedLinear(nn.Linear):
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kw: Any) -> None:
         w_key, m_key = prefix + "weight", prefix + "mask"
         mask = state_dict.get(m_key)
-        if isinstance(mask, Tensor) and mask.shape == self.mask.shape and w_key in state_dict:
+        early = isinstance(mask, Tensor) and mask.shape == self.mask.shape
+        if early:
             # Take the loaded mask's layout first, then hand the weight over packed by it.
             with torch.no_grad():
                 self.mask.copy_(mask)
                 self.mask_value.copy_(mask)
             self._derive()
-            if self.staircase is not None and state_dict[w_key].shape == self.mask.shape:
-                state_dict[prefix + "weight_blocks"] = self.staircase.pack(
-                    state_dict.pop(w_key) * mask.to(self.mask_value.dtype)
-                )
+            weight = state_dict.get(w_key)
+            if self.staircase is not None and isinstance(weight, Tensor):
+                if weight.shape == self.mask.shape:
+                    state_dict[prefix + "weight_blocks"] = self.staircase.pack(
+                        state_dict.pop(w_key) * mask.to(self.mask_value.dtype)
+                    )
         super()._load_from_state_dict(state_dict, prefix, *args, **kw)
-        with torch.no_grad():
-            self.mask_value.copy_(self.mask)
-        self._derive()
+        if not early:  # no usable mask in the state dict: the layer's own stays, re-derived
+            with torch.no_grad():
+                self.mask_value.copy_(self.mask)
+            self._derive()
 
     def _cacheable(self) -> bool:
         w = self._stored()
