@@ -94,7 +94,7 @@ def test_training_step_compiles_without_graph_breaks() -> None:
 
 def test_staircase_maf_training_step_compiles_without_graph_breaks() -> None:
     """A MADE large enough for the staircase kernel stores its weight blocks packed
-    (``weight_blocks``); compiled code reads the dense weight through ``layer.weight``."""
+    (``weight_blocks``); compiled code runs them through the kernel's custom operator."""
     torch._dynamo.reset()
     # float64: the blockwise and the dense products sum in different orders
     flow = _perturbed(models.maf(300, layers=1, hidden=256, net_layers=1).double()).train()
@@ -105,12 +105,34 @@ def test_staircase_maf_training_step_compiles_without_graph_breaks() -> None:
     def loss() -> torch.Tensor:
         return -flow.log_prob(x).mean()
 
-    compiled = torch.compile(loss, fullgraph=True, backend="eager")
+    calls: list = []
+
+    def backend(gm: torch.fx.GraphModule, inputs: list) -> object:
+        calls.extend(n.target for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward
+
+    compiled = torch.compile(loss, fullgraph=True, backend=backend)
     params = list(flow.parameters())
     expected = torch.autograd.grad(loss(), params)
     got = torch.autograd.grad(compiled(), params)
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e)
+    # The layers reach the compiler as the blockwise kernel (one operator each), not as the dense
+    # masked product.
+    assert calls.count(torch.ops.flowscope.staircase_linear.default) == len(made.layers)
+
+
+def test_staircase_operator_passes_opcheck() -> None:
+    """The compiled path's operator: schema (it writes no input), fake tensors, autograd
+    registration and AOT dispatch, as ``torch.library.opcheck`` checks them."""
+    flow = _perturbed(models.maf(300, layers=1, hidden=256, net_layers=1).double())
+    layer = flow.transform.transforms[0].made.layers[0]
+    # Clean weights: the kernel's zeroing of masked-out entries then writes nothing.
+    layer.staircase.clean(layer.weight_blocks, layer.mask_value)
+    x = torch.randn(4, 300, dtype=torch.float64, requires_grad=True)
+    args = (x, layer.weight_blocks, layer.mask_value, layer.bias, layer.staircase.key)
+    results = torch.library.opcheck(torch.ops.flowscope.staircase_linear.default, args)
+    assert set(results.values()) == {"SUCCESS"}, results
 
 
 def test_inductor_output_equals_eager() -> None:
@@ -147,3 +169,21 @@ def test_compiled_loss_does_not_recompile_when_modules_are_built_elsewhere() -> 
             loss(x).backward()
             models.maf(2, layers=1, hidden=4)  # registers submodules: the fused runs' count
         assert counter.frame_count == 1, build.__name__
+
+
+def test_copied_staircase_layer_compiles_after_the_original_is_gone() -> None:
+    """The operator finds a layer's blocks by a key: a deep copy gets a key of its own, so it
+    keeps working when the original is collected."""
+    import copy
+    import gc
+
+    torch._dynamo.reset()
+    flow = _perturbed(models.maf(300, layers=1, hidden=256, net_layers=1).double()).train()
+    twin = copy.deepcopy(flow)
+    key = flow.transform.transforms[0].made.layers[0].staircase.key
+    assert twin.transform.transforms[0].made.layers[0].staircase.key != key
+    del flow
+    gc.collect()
+    x = torch.randn(4, 300, dtype=torch.float64)
+    compiled = torch.compile(lambda: -twin.log_prob(x).mean(), fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(), -twin.log_prob(x).mean())

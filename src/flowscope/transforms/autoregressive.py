@@ -28,9 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import _tracing, check_context, check_event_shape, check_finite, check_int
+from .._checks import (
+    _tracing,
+    check_context,
+    check_event_shape,
+    check_finite,
+    check_int,
+)
 from .base import Inverse, Transform
-from .staircase import Staircase, staircase_blocks, staircase_linear
+from .staircase import Staircase, compiled_staircase_linear, staircase_blocks, staircase_linear
 from .transformers import Transformer
 
 __all__ = ["MADE", "MaskedAutoregressive", "InverseAutoregressive"]
@@ -246,10 +252,15 @@ class _MaskedLinear(nn.Linear):
 
     def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
         """``x (W * M)^T + b``; ``weight``: ``W * M`` when the caller computed it already."""
-        # Batched (vmap) weights or inputs, or a compiler, take the plain path: the staircase
-        # kernel is a custom autograd.Function without vmap rules.
+        # Batched (vmap) weights or inputs take the plain path: the staircase kernel has no
+        # vmap rules.  A compiler gets the kernel as one opaque operator for the layer's own
+        # packed parameter, else the plain path.
         stored = self._stored()
-        if self.staircase is None or _tracing(x) or _tracing(stored):
+        plan = self.staircase
+        if plan is not None and torch.compiler.is_compiling():
+            if weight is None and isinstance(stored, nn.Parameter) and x.dim() == 2:
+                return compiled_staircase_linear(x, stored, self.mask_value, self.bias, plan)
+        if plan is None or _tracing(x) or _tracing(stored):
             return F.linear(x, self.masked_weight() if weight is None else weight, self.bias)
         if weight is None and self._cacheable():
             weight = self.masked_weight()

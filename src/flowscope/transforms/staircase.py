@@ -23,12 +23,19 @@ and the bias is copied into the whole output at once.
 
 from __future__ import annotations
 
+import itertools
+import weakref
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 Blocks = tuple[tuple[int, int, int, int], ...]
+
+# Every live plan under an integer key: the compiled path's operators (``_compiled_linear``)
+# take the key, a constant to the compiler, and find the plan (and its cached views) by it.
+_PLANS: weakref.WeakValueDictionary[int, Staircase] = weakref.WeakValueDictionary()
+_KEYS = itertools.count()
 
 __all__ = ["Staircase", "staircase_blocks", "staircase_linear"]
 
@@ -73,6 +80,11 @@ class Staircase:
         self.offsets = [sum(spans[:b]) for b in range(len(blocks))]
         self.numel = sum(spans)
         self._cache: dict[str, tuple] = {}
+        self._register()
+
+    def _register(self) -> None:
+        self.key = next(_KEYS)
+        _PLANS[self.key] = self
 
     def pack(self, dense: Tensor) -> Tensor:
         """``(out, cols)`` -> ``(numel,)``: the blocks ``W[r0:r1, :hi]``, row-major."""
@@ -93,6 +105,10 @@ class Staircase:
     def __getstate__(self) -> dict:
         # Copies and pickles carry the layout only: the views belong to the original's tensors.
         return {**self.__dict__, "_cache": {}}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._register()  # a copy is a plan of its own (its key would be the original's)
 
     def blocks_of(self, weight: Tensor) -> list[Tensor]:
         """Per block ``W[r0:r1, :hi]``, from a packed ``(numel,)`` weight (contiguous views) or
@@ -206,26 +222,35 @@ class _StaircaseLinear(torch.autograd.Function):
             # first derivatives) so that the gradients have a graph.
             return _dense_backward(ctx, grad, x, weight, mask, bias)
         plan = ctx.plan
-        views = plan.views(weight)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.zeros_like(x)
-            for g, (w, _) in zip(grad.split(plan.sizes, 1), views):  # g (batch, r1 - r0)
-                if w.shape[1] > 0:
-                    grad_x.narrow(1, 0, w.shape[1]).addmm_(g, w)
+            grad_x = _grad_input(grad, weight, plan)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.empty_like(weight)
-            grad_t = grad.t().split(plan.sizes, 0)  # per block (r1 - r0, batch)
-            bands = plan.mask_bands(mask)
-            for g_w, g_t, m_band, (_, _, lo, hi) in zip(
-                plan.blocks_of(grad_w), grad_t, bands, plan.blocks
-            ):
-                if hi > 0:
-                    torch.mm(g_t, x.narrow(1, 0, hi), out=g_w)
-                    g_w.narrow(1, lo, hi - lo).mul_(m_band)
+            grad_w = _grad_weight(grad, x, mask, plan)
         if ctx.needs_input_grad[3]:
             grad_b = grad.sum(0)
         return grad_x, grad_w, None, grad_b, None
+
+
+def _grad_input(grad: Tensor, weight: Tensor, plan: Staircase) -> Tensor:
+    """``grad (W * M)``, ``(batch, cols)``, by blocks, for a clean packed ``W``."""
+    grad_x = grad.new_zeros(grad.shape[0], plan.cols)
+    for g, (w, _) in zip(grad.split(plan.sizes, 1), plan.views(weight)):  # g (batch, r1 - r0)
+        if w.shape[1] > 0:
+            grad_x.narrow(1, 0, w.shape[1]).addmm_(g, w)
+    return grad_x
+
+
+def _grad_weight(grad: Tensor, x: Tensor, mask: Tensor, plan: Staircase) -> Tensor:
+    """The packed ``(numel,)`` gradient of ``W``: per block ``grad^T x``, its band times ``M``."""
+    grad_w = x.new_empty(plan.numel)
+    grad_t = grad.t().split(plan.sizes, 0)  # per block (r1 - r0, batch)
+    bands = plan.mask_bands(mask)
+    for g_w, g_t, m_band, (_, _, lo, hi) in zip(plan.blocks_of(grad_w), grad_t, bands, plan.blocks):
+        if hi > 0:
+            torch.mm(g_t, x.narrow(1, 0, hi), out=g_w)
+            g_w.narrow(1, lo, hi - lo).mul_(m_band)
+    return grad_w
 
 
 def _dense_backward(ctx, grad, x, weight, mask, bias):  # noqa: ANN001, ANN202
@@ -258,3 +283,69 @@ def staircase_linear(
             f"(Staircase.pack), got shape {tuple(weight.shape)}"
         )
     return _StaircaseLinear.apply(x, weight, mask, bias, plan)
+
+
+# ---------------------------------------------------------------- the kernel as custom operators
+# Under torch.compile the autograd.Function above would be traced through (its in-place cleaning
+# and cached views are Python the compiler cannot keep), and the dense masked product it replaces
+# costs 1.5x the blocks.  The same kernel as three opaque operators keeps the block products in
+# compiled code; Inductor fuses the elementwise rest around them.  The forward cleans the masked-
+# out band entries of ``weight`` as the eager kernel does (through ``.data``): those entries never
+# reach any output, so the compiler may treat the operator as not writing its inputs.
+
+
+@torch.library.custom_op("flowscope::staircase_linear", mutates_args=())
+def _op_linear(x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor, key: int) -> Tensor:
+    plan = _PLANS[key]
+    plan.clean(weight, mask)
+    return _forward(x, weight, bias, plan)
+
+
+@_op_linear.register_fake
+def _(x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor, key: int) -> Tensor:
+    return x.new_empty(x.shape[0], sum(_PLANS[key].sizes))
+
+
+@torch.library.custom_op("flowscope::staircase_grad_input", mutates_args=())
+def _op_grad_input(grad: Tensor, weight: Tensor, key: int) -> Tensor:
+    return _grad_input(grad, weight, _PLANS[key])
+
+
+@_op_grad_input.register_fake
+def _(grad: Tensor, weight: Tensor, key: int) -> Tensor:
+    return grad.new_empty(grad.shape[0], _PLANS[key].cols)
+
+
+@torch.library.custom_op("flowscope::staircase_grad_weight", mutates_args=())
+def _op_grad_weight(grad: Tensor, x: Tensor, mask: Tensor, key: int) -> Tensor:
+    return _grad_weight(grad, x, mask, _PLANS[key])
+
+
+@_op_grad_weight.register_fake
+def _(grad: Tensor, x: Tensor, mask: Tensor, key: int) -> Tensor:
+    return x.new_empty(_PLANS[key].numel)
+
+
+def _op_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    x, weight, mask, _, key = inputs
+    ctx.save_for_backward(x, weight, mask)
+    ctx.key = key
+
+
+def _op_backward(ctx, grad):  # noqa: ANN001, ANN202
+    x, weight, mask = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    grad_x = _op_grad_input(grad, weight, ctx.key) if need[0] else None
+    grad_w = _op_grad_weight(grad, x, mask, ctx.key) if need[1] else None
+    return grad_x, grad_w, None, grad.sum(0) if need[3] else None, None
+
+
+_op_linear.register_autograd(_op_backward, setup_context=_op_setup)
+
+
+def compiled_staircase_linear(
+    x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor, plan: Staircase
+) -> Tensor:
+    """:func:`staircase_linear` with a packed ``weight`` and a ``mask``, as ONE operator that
+    ``torch.compile`` keeps whole (first derivatives; the eager kernel also gives higher ones)."""
+    return _op_linear(x, weight, mask, bias, plan.key)
