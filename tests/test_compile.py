@@ -120,6 +120,10 @@ def test_staircase_maf_training_step_compiles_without_graph_breaks() -> None:
     # The layers reach the compiler as the blockwise kernel (one operator each), not as the dense
     # masked product.
     assert calls.count(torch.ops.flowscope.staircase_linear.default) == len(made.layers)
+    # Inference too (eager eval multiplies a cached masked copy instead).
+    flow.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(), loss())
 
 
 def test_staircase_operator_passes_opcheck() -> None:
