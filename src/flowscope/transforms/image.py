@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from .._checks import _tracing, check_event_shape, check_image_shape
 from .base import Compose, Transform
 from .coupling import Coupling, _ChannelCoupling, _ChannelSelect, alternating_mask
+from .linear import lu_factors
 from .normalization import ActNorm
 from .transformers import AffineTransformer, Transformer
 
@@ -188,12 +189,7 @@ class InvertibleConv1x1(Transform):
 
     def _factors(self) -> tuple[Tensor, Tensor]:
         """``(L, U + diag(s))``, each ``(C, C)``, differentiable in the parameters."""
-        eye = torch.eye(self.channels, dtype=self.log_s.dtype, device=self.log_s.device)
-        lower = eye.index_put((self._rows, self._cols), self.lower)
-        upper = torch.diag(self.sign * self.log_s.exp()).index_put(
-            (self._cols, self._rows), self.upper
-        )
-        return lower, upper
+        return lu_factors(self)
 
     def _assemble(self) -> tuple[Tensor, Tensor, Tensor]:
         """``(W, W^{-1}, log|det W|)`` from the current parameters."""

@@ -29,6 +29,21 @@ def _generator(seed: int | None) -> torch.Generator | None:
     return torch.Generator().manual_seed(seed)
 
 
+def lu_factors(module: nn.Module) -> tuple[Tensor, Tensor]:
+    """``(L, U + diag(sign * exp(log_s)))``, each ``(D, D)``, differentiable in the parameters,
+    from the LU parameters of ``module`` (:class:`LULinear`, ``InvertibleConv1x1``): ``lower``
+    and ``upper`` hold the entries below / above the diagonal at ``(_rows, _cols)`` /
+    ``(_cols, _rows)`` (``torch.tril_indices(D, D, -1)``), ``log_s`` and ``sign`` the diagonal.
+    """
+    log_s = module.log_s
+    eye = torch.eye(log_s.shape[0], dtype=log_s.dtype, device=log_s.device)
+    lower = eye.index_put((module._rows, module._cols), module.lower)
+    upper = torch.diag(module.sign * log_s.exp()).index_put(
+        (module._cols, module._rows), module.upper
+    )
+    return lower, upper
+
+
 class LULinear(Transform):
     """Invertible linear layer ``u = x W^T + b`` with ``W = P L (U + diag(s))``.
 
@@ -98,13 +113,7 @@ class LULinear(Transform):
 
     def _factors(self) -> tuple[Tensor, Tensor]:
         """``(L, U + diag(s))``, each ``(D, D)``, differentiable in the parameters."""
-        d = self.features
-        eye = torch.eye(d, dtype=self.log_s.dtype, device=self.log_s.device)
-        lower = eye.index_put((self._rows, self._cols), self.lower)
-        upper = torch.diag(self.sign * self.log_s.exp()).index_put(
-            (self._cols, self._rows), self.upper
-        )
-        return lower, upper
+        return lu_factors(self)
 
     def weight(self) -> Tensor:
         """The assembled matrix ``W = P L (U + diag(s))``: ``(D, D)``."""
