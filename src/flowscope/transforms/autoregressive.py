@@ -28,13 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import (
-    _tracing,
-    check_context,
-    check_event_shape,
-    check_finite,
-    check_int,
-)
+from .._checks import _tracing, check_context, check_event_shape, check_finite, check_int
 from .base import Inverse, Transform
 from .staircase import Staircase, compiled_staircase_linear, staircase_blocks, staircase_linear
 from .transformers import Transformer

@@ -32,8 +32,9 @@ from torch import Tensor
 
 Blocks = tuple[tuple[int, int, int, int], ...]
 
-# Every live plan under an integer key: the compiled path's operators (``_compiled_linear``)
-# take the key, a constant to the compiler, and find the plan (and its cached views) by it.
+# Every live plan under an integer key: the compiled path's operators (see
+# ``compiled_staircase_linear``) take the key, a constant to the compiler, and find the plan
+# (and its cached views) by it.
 _PLANS: weakref.WeakValueDictionary[int, Staircase] = weakref.WeakValueDictionary()
 _KEYS = itertools.count()
 
