@@ -22,12 +22,20 @@ def _transformer(kind: str) -> Transformer:
     return RationalQuadraticSpline(bins=4, bound=1.5)
 
 
-def _maf(features: int, kind: str, order: str, layers: int, context: int = 0) -> Case:
+def _maf(
+    features: int,
+    kind: str,
+    order: str,
+    layers: int,
+    context: int = 0,
+    hidden: int = 8,
+    perturb: float = 0.3,
+) -> Case:
     def build() -> MaskedAutoregressive:
         return MaskedAutoregressive(
             features,
             _transformer(kind),
-            hidden=8,
+            hidden=hidden,
             layers=layers,
             order=order,
             context_features=context or None,
@@ -35,13 +43,14 @@ def _maf(features: int, kind: str, order: str, layers: int, context: int = 0) ->
         )
 
     ctx = f"-ctx{context}" if context else ""
+    wide = f"-h{hidden}" if hidden != 8 else ""
     return Case(
-        name=f"MAF-{kind}-d{features}-{order}-l{layers}{ctx}",
+        name=f"MAF-{kind}-d{features}-{order}-l{layers}{ctx}{wide}",
         build=build,
         shape=(features,),
         covers=(MaskedAutoregressive,),
         context=context,
-        perturb=0.3,
+        perturb=perturb,
     )
 
 
@@ -80,6 +89,11 @@ CASES += [
     _maf(2, "affine", "natural", 1, context=3),
     _maf(5, "spline", "random", 1, context=3),
     _maf(5, "additive", "natural", 0),
+    # Large enough for the staircase kernel (transforms/staircase.py) in all three layers: its
+    # blockwise forward and hand-written backward (the Jacobian), the cached eval path.  A small
+    # perturbation: 300 coordinates inverted one after the other amplify rounding errors by the
+    # scales of all earlier ones (at 0.3, even the reference D-pass inverse is off by 2e-3).
+    _maf(300, "affine", "natural", 2, hidden=256, perturb=0.02),
     _iaf(5, "affine", "random"),
     _iaf(2, "affine", "natural", context=3),
     _iaf(5, "spline", "natural"),
