@@ -304,14 +304,14 @@ class AutoregressiveRun(_Run):
     _fused_inverse = False
 
     def __init__(self, members: list) -> None:
-        mafs = [t for t in members if type(t) is MaskedAutoregressive]
-        linears = [layer for t in mafs for layer in t.made.layers]
-        super().__init__(members, linears, mafs[0].features)
-        # Each member's MADE layers (None: a reversal), like ``linears`` fixed for the run's
-        # life: replacing a submodule makes ``Compose`` build new runs.
+        # Each member's MADE layers (None: a reversal), fixed for the run's life as ``linears``
+        # is: replacing a submodule makes ``Compose`` build new runs.
         self._layers = [
             list(t.made.layers) if type(t) is MaskedAutoregressive else None for t in members
         ]
+        linears = [layer for layers in self._layers if layers is not None for layer in layers]
+        features = next(t for t in members if type(t) is MaskedAutoregressive).features
+        super().__init__(members, linears, features)
 
     def _spec(self) -> list | None:
         """Per member: None (reverse the order) or ``(clamp c, masks, prefix)``.

@@ -210,10 +210,9 @@ class _StaircaseLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, mask, bias, plan):  # noqa: ANN001, ANN205
-        plan.clean(weight, mask)
         ctx.save_for_backward(x, weight, mask, bias)
         ctx.plan = plan
-        return _forward(x, weight, bias, plan)
+        return _masked_forward(x, weight, mask, bias, plan)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: ANN001, ANN205
@@ -231,6 +230,14 @@ class _StaircaseLinear(torch.autograd.Function):
         if ctx.needs_input_grad[3]:
             grad_b = grad.sum(0)
         return grad_x, grad_w, None, grad_b, None
+
+
+def _masked_forward(
+    x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor, plan: Staircase
+) -> Tensor:
+    """The training forward: ``W``'s masked-out band entries set to zero, then the products."""
+    plan.clean(weight, mask)
+    return _forward(x, weight, bias, plan)
 
 
 def _grad_input(grad: Tensor, weight: Tensor, plan: Staircase) -> Tensor:
@@ -297,9 +304,7 @@ def staircase_linear(
 
 @torch.library.custom_op("flowscope::staircase_linear", mutates_args=())
 def _op_linear(x: Tensor, weight: Tensor, mask: Tensor, bias: Tensor, key: int) -> Tensor:
-    plan = _PLANS[key]
-    plan.clean(weight, mask)
-    return _forward(x, weight, bias, plan)
+    return _masked_forward(x, weight, mask, bias, _PLANS[key])
 
 
 @_op_linear.register_fake
