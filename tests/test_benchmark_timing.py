@@ -42,3 +42,26 @@ def test_paired_ratio_cancels_a_drift_that_moves_the_medians() -> None:
     assert timing.paired_ratio(fast, slow) == pytest.approx(1.5)
     assert timing.paired_ratio([1.0, 2.0], [1.5, 3.0]) is None  # too few rounds
     assert timing.paired_ratio([1.0], [30.0, 31.0, 32.0]) is None  # a long call timed once
+
+
+def test_w5_row_reports_the_loop_ratio_and_judges_k5_over_k1() -> None:
+    # The row shows what batching saves (K = 5 batched against a loop of five flows), but the
+    # verdict stays on the target, K = 5 against K = 1 (<= 2): a good loop ratio must
+    # not turn a missed target into a met one.
+    import run
+
+    step_ms = {"K=1": 4.0, "K=5": 12.0, "K=10": 22.0, "K=5 loop": 16.0}
+    w5 = {
+        "step_ms": step_ms,
+        "k5_over_k1": 3.0,
+        "k10_over_k1": 5.5,
+        "k5_over_loop": 0.75,
+    }
+    row = run.table({"libraries": ["flowscope"], "workloads": {"W5": w5}}).splitlines()[-1]
+    assert "K=5 / K=1 = 3.00; K=5 / K=5 loop = 0.75" in row
+    assert "K=5 loop: 16.0 ms" in row
+    assert row.endswith("<= 2 missed |")
+    met = run.table(
+        {"libraries": ["flowscope"], "workloads": {"W5": {**w5, "k5_over_k1": 1.9}}}
+    ).splitlines()[-1]
+    assert met.endswith("<= 2 met |")
