@@ -110,11 +110,58 @@ def test_batched_components_equal_a_loop(kind):
     # The gradient reaching the stacked parameters is the per-component gradient, stacked.
     lp[:, 2].sum().backward()
     reference[:, 2].sum().backward()
-    name, p = next(iter(stacked.components.flow.named_parameters()))
-    torch.testing.assert_close(p.grad[2], unpacked_grads(flows[2])[name])
-    assert p.grad[0].abs().max() == 0
+    # (Per layer: both sides are packed, the holder into one (K, N) tensor.)
+    for name, g in unpacked_grads(stacked.components.flow).items():
+        torch.testing.assert_close(g[2], unpacked_grads(flows[2])[name])
+        assert g[0].abs().max() == 0
     # component(k) is a standalone copy with component k's parameters.
     torch.testing.assert_close(stacked.component(1).log_prob(x), reference[:, 1].detach())
+
+
+@pytest.mark.parametrize("kind", ["realnvp", "maf"])
+def test_stacked_holder_packs_each_run_into_one_tensor(kind):
+    # A training step pays per parameter tensor: the holder keeps a fused run's layers in ONE
+    # (K, N) tensor, row k being component k's packed tensor.  Per-layer state dict keys and
+    # shapes stay (K, *shape); checkpoints load across; Adam trains it as it trains the loop.
+    import copy
+
+    from flowscope.transforms.packing import layer_parameters
+
+    flows = _flows(3, kind, features=3)
+    bank = MixtureOfFlows(copy.deepcopy(flows), batched=True).components
+    looped = MixtureOfFlows(copy.deepcopy(flows), batched=False).components
+    transform_params = [p for n, p in bank.flow.named_parameters() if n.startswith("transform.")]
+    single = [p for n, p in flows[0].named_parameters() if n.startswith("transform.")]
+    assert len(single) == 1 and len(transform_params) == 1
+    assert transform_params[0].shape == (3, single[0].numel())
+    torch.testing.assert_close(
+        transform_params[0][1],
+        flows[1].get_parameter(
+            [n for n, _ in flows[1].named_parameters() if n.startswith("transform.")][0]
+        ),
+    )
+    state = bank.state_dict()
+    expected = {"flow." + k: (3, *v.shape) for k, v in layer_parameters(flows[0]).items()}
+    assert {k: tuple(v.shape) for k, v in state.items() if k in expected} == expected
+    other = MixtureOfFlows(_flows(3, kind, features=3), batched=True).components
+    other.load_state_dict(state)
+    x = torch.randn(16, 3)
+    torch.testing.assert_close(other.log_prob(x), bank.log_prob(x))
+    assert len([n for n, _ in bank.component(2).named_parameters()]) == len(
+        list(flows[2].named_parameters())
+    )
+    torch.testing.assert_close(bank.component(2).log_prob(x), flows[2].log_prob(x))
+    # Three Adam steps on the packed holder and on the loop of flows: the same parameters.
+    for b in (bank, looped):
+        opt = torch.optim.Adam(b.parameters(), lr=1e-2)
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            (-b.log_prob(x).sum()).backward()
+            opt.step()
+    stacked_layers = layer_parameters(bank.flow)
+    for k, f in enumerate(looped.flows):
+        for name, p in layer_parameters(f).items():
+            torch.testing.assert_close(stacked_layers[name][k], p, atol=1e-5, rtol=1e-5)
 
 
 def test_stacked_maf_with_staircase_layers_equals_a_loop():

@@ -109,6 +109,33 @@ def test_conversion_copy_and_layers_moved_elsewhere_keep_their_numbers() -> None
     assert params[0].grad is not None and params[0].grad.abs().sum() > 0
 
 
+def test_functional_call_swaps_the_flat_tensor_and_gives_the_model_its_own_back() -> None:
+    # Each packed layer holds the flat tensor (a tied parameter): torch.func.functional_call
+    # swaps every name of it, and the model keeps its own Parameter afterwards.  (With the
+    # Packs module itself registered under every layer, torch 2.13 restored the swapped tensor
+    # and the flow lost its parameter.)
+    transform = BUILDS["realnvp"]().transform
+    (name, own), *rest = transform.named_parameters()
+    assert not rest
+    x = torch.randn(8, 2)
+    other = torch.randn_like(own) * 0.1
+    got = torch.func.functional_call(transform, {name: other}, (x,))
+    with torch.no_grad():
+        saved = own.detach().clone()
+        own.copy_(other)
+        want = transform(x)
+        own.copy_(saved)
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1])
+    assert transform.get_parameter(name) is own and type(own) is nn.Parameter
+    assert transform.transforms[0].net[0].pack.flat is own  # the layer's handle is back too
+    grads = torch.func.grad(
+        lambda p: torch.func.functional_call(transform, {name: p}, (x,))[1].sum()
+    )(own.detach())
+    assert grads.shape == own.shape and grads.abs().sum() > 0
+    assert transform.get_parameter(name) is own
+
+
 def test_layer_level_edits_act_on_the_packed_numbers() -> None:
     flow = BUILDS["realnvp"]()
     layer = flow.transform.transforms[1].net[2]

@@ -6,6 +6,9 @@ For each case, in float64 on small shapes:
     + slogdet), per example;
   * inverse's logabsdet == minus forward's;
   * gradients reach every parameter;
+  * under ``torch.func``: ``jacrev`` over the input equals the autograd Jacobian, ``grad``
+    through ``functional_call`` over the parameters equals ``backward``'s, and the transform
+    keeps its own parameters afterwards;
   * a state-dict round trip into a freshly built transform gives the same outputs.
 """
 
@@ -93,6 +96,28 @@ def test_transform_properties(case: Case) -> None:
         assert grad is not None, f"no gradient reached parameter {name}"
         assert torch.isfinite(grad).all(), f"non-finite gradient in {name}"
         assert grad.abs().sum() > 0, f"gradient of {name} is identically zero"
+
+    # torch.func: the written backward passes (fused runs, the staircase kernel, the soft-clamp
+    # node) are autograd Functions functorch cannot run; every transform must switch to its
+    # generic path under a transform, over the input or the parameters.
+    x1, c1 = x[:1], None if ctx is None else ctx[:1]
+    jac = torch.func.jacrev(lambda z: t(z, c1)[0].reshape(-1))(x1)
+    want = torch.autograd.functional.jacobian(lambda z: t(z, c1)[0].reshape(-1), x1)
+    torch.testing.assert_close(jac, want)
+    own = dict(t.named_parameters())
+    if own:
+        t.zero_grad()
+        u, ladj = t(x, ctx)
+        (u.pow(2).sum() + ladj.sum()).backward()
+
+        def loss(params: dict) -> torch.Tensor:
+            u, ladj = torch.func.functional_call(t, params, (x, ctx))
+            return u.pow(2).sum() + ladj.sum()
+
+        got = torch.func.grad(loss)({n: p.detach() for n, p in own.items()})
+        for name, p in own.items():
+            torch.testing.assert_close(got[name], p.grad, msg=f"torch.func.grad of {name}")
+        assert all(t.get_parameter(n) is p for n, p in own.items()), "parameters replaced"
 
     # State-dict round trip into a freshly built transform.
     fresh = case.build().double()

@@ -22,29 +22,17 @@ __all__ = [
 ]
 
 
-def _under_vmap(x: Tensor) -> bool:
-    """Whether ``x`` is batched by ``torch.func.vmap`` (at any level of functorch wrapping).
-
-    Value checks are data-dependent Python control flow, which vmap cannot trace; the caller that
-    vmaps (e.g. ``MixtureOfFlows``, stacking K components) validates its input once, before the
-    transform, so the per-component checks inside it are skipped rather than made to fail.
-    """
-    functorch = torch._C._functorch
-    while functorch.is_functorch_wrapped_tensor(x):
-        if functorch.is_batchedtensor(x):
-            return True
-        x = functorch.get_unwrapped(x)
-    return False
-
-
 def _tracing(x: Tensor) -> bool:
-    """Whether ``x`` is seen by a tracer: ``torch.compile`` or ``vmap`` (see ``_under_vmap``).
+    """Whether ``x`` is seen by a tracer: ``torch.compile`` or a ``torch.func`` transform
+    (``vmap``, ``grad``, ``jacrev``, ``jvp``, ...: any functorch-wrapped tensor).
 
     The ONE switch for data-dependent Python: value checks (``if not isfinite(x).all(): raise``
-    would break a compiled graph; the caller validates before entering it) and caches keyed on
-    tensor storage (``data_ptr`` does not exist for traced or batched tensors) are skipped.
+    would break a compiled graph; the caller validates before entering it), caches keyed on
+    tensor storage (``data_ptr`` does not exist for traced or wrapped tensors) and the written
+    backward passes (``autograd.Function`` s without the ``setup_context`` functorch needs: the
+    fused runs, the staircase kernel, the soft-clamp affine node) are skipped.
     """
-    return torch.compiler.is_compiling() or _under_vmap(x)
+    return torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(x)
 
 
 def check_finite(name: str, x: Tensor) -> None:

@@ -33,7 +33,8 @@ from torch.func import functional_call, vmap
 
 from .distributions import StandardNormal
 from .flow import Flow
-from .transforms.fused import stacked_decoder, stacked_forward
+from .transforms.base import Compose
+from .transforms.fused import pack_runs, stacked_decoder, stacked_forward, structure_changed
 from .transforms.normalization import ActNorm, BatchNorm
 from .transforms.packing import unpack
 
@@ -130,9 +131,9 @@ class StackedFlows(ComponentBank):
         self.num_components = len(flows)
         self.shape = tuple(flows[0].shape)
         # The holder: the template's modules, with every parameter replaced by its K-stack.  It
-        # is never called with these (K, ...) tensors, only through functional_call with slices.
-        # Unpacked (``transforms/packing.py``): one stack per layer parameter, which is what the
-        # stacked fused run and the per-layer state dict keys read.
+        # is never called with these (K, ...) tensors, only through functional_call with slices
+        # or by the stacked fused run.  Unpacked (``transforms/packing.py``) to stack each layer
+        # parameter, then each fused run's layers packed again into ONE (K, N) tensor.
         self.flow = unpack(copy.deepcopy(flows[0]))
         with torch.no_grad():
             for name, _ in self.flow.named_parameters():
@@ -149,6 +150,16 @@ class StackedFlows(ComponentBank):
                 owner._buffers[leaf] = torch.stack([v.detach() for v in values]).clone()
                 stacked.append("flow." + name)
         self._stacked_buffers = tuple(stacked)
+        self._pack(self.flow)
+
+    def _pack(self, flow: Flow) -> None:
+        """Pack the holder's fused runs into (K, N) tensors: a training step pays per parameter
+        TENSOR (autograd's AccumulateGrad, the optimizer's per-tensor work), so W5's K = 1
+        mixture had 48 stacks against one packed tensor for a lone flow (see packing.py)."""
+        transform = flow.transform
+        if isinstance(transform, Compose) and not self._stacked_buffers:
+            pack_runs(transform.packed, list(transform.transforms), self.num_components)
+            structure_changed()  # runs built before packing hold no layout
 
     def forward(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call ``self.flow.<method>``: only meaningful inside :meth:`_map` / :meth:`_at`."""
@@ -241,9 +252,14 @@ class StackedFlows(ComponentBank):
     def component(self, k: int) -> Flow:
         flow = copy.deepcopy(self.flow)
         with torch.no_grad():
-            for name, p in self.flow.named_parameters():
+            # Every name of a parameter (a packed run's (K, N) tensor is also held by each of
+            # its layers, packing.py) gets the same new one: the copy keeps the ties.
+            sliced: dict[int, nn.Parameter] = {}
+            for name, p in list(flow.named_parameters(remove_duplicate=False)):
+                if id(p) not in sliced:
+                    sliced[id(p)] = nn.Parameter(p[k].clone(), requires_grad=p.requires_grad)
                 owner, leaf = _owner(flow, name)
-                owner._parameters[leaf] = nn.Parameter(p[k].clone())
+                owner._parameters[leaf] = sliced[id(p)]
             for name in self._stacked_buffers:
                 name = name.removeprefix("flow.")
                 owner, leaf = _owner(flow, name)

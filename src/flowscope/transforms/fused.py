@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.module import register_module_module_registration_hook
 
-from .._checks import check_event_shape
+from .._checks import _tracing, check_event_shape
 from ..nets import MLP
 from .autoregressive import MaskedAutoregressive
 from .coupling import Coupling
@@ -178,12 +178,16 @@ class _Run:
         grad = torch.is_grad_enabled()
         if self.layout is not None:
             flat = self.layout.flat()
+            if _tracing(flat):  # torch.func.functional_call with transformed parameters
+                return self._plain(x)
             if grad and (x.requires_grad or flat.requires_grad):
                 return _Fused.apply(x, self, spec, flat)
             return self._run(x, spec, self.layout.cached_views(flat), None)
         if self._dicts is None:  # partly packed (a layer was replaced): layer by layer
             return self._plain(x)
         params = self._params()
+        if any(_tracing(p) for p in params):
+            return self._plain(x)
         if grad and (x.requires_grad or any(p.requires_grad for p in params)):
             return _Fused.apply(x, self, spec, *params)
         return self._run(x, spec, params, None)
@@ -397,11 +401,11 @@ class _StackedRun:
     K components' ``vmap``-ed layer-by-layer path.
     """
 
-    layout = None  # StackedFlows' components are unpacked: one tensor per stacked parameter
-
     def __init__(self, run: _Run, plain: Callable[[Tensor], tuple[Tensor, Tensor]]) -> None:
         self.run = run
         self._plain = plain
+        # Packed (``StackedFlows`` packs its holder's runs): the ONE (K, N) tensor's layout.
+        self.layout = run.layout
 
     def _run(self, x: Tensor, spec: list, params: list[Tensor], saved: list | None):  # noqa: ANN202
         return self.run._run(x, spec, params, saved)
@@ -426,8 +430,14 @@ def stacked_forward(
     run, spec = _single_run(transform, x)
     if run is None:
         return None
+    grad = torch.is_grad_enabled()
+    if run.layout is not None:  # packed: the (K, N) tensor is the node's one parameter input
+        flat = run.layout.flat()
+        if grad and (x.requires_grad or flat.requires_grad):
+            return _Fused.apply(x, _StackedRun(run, plain), spec, flat)
+        return run._run(x, spec, run.layout.cached_views(flat), None)
     params = run._params()
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+    if grad and (x.requires_grad or any(p.requires_grad for p in params)):
         return _Fused.apply(x, _StackedRun(run, plain), spec, *params)
     return run._run(x, spec, params, None)
 
@@ -464,11 +474,12 @@ def _single_run(transform: nn.Module, x: Tensor) -> tuple[_Run | None, list | No
     return (None, None) if spec is None else (members[0], spec)
 
 
-def pack_runs(packs: nn.Module, transforms: list) -> None:
-    """Pack the linear layers of each fused run in ``transforms`` into one tensor of ``packs``."""
+def pack_runs(packs: nn.Module, transforms: list, stacked: int | None = None) -> None:
+    """Pack the linear layers of each fused run in ``transforms`` into one tensor of ``packs``
+    (``stacked=K``: a ``StackedFlows`` holder's ``(K, ...)`` stacks, into a ``(K, N)`` tensor)."""
     for member in fuse(transforms):
         if isinstance(member, _Run):
-            pack_layers(packs, member.linears)  # type: ignore[arg-type]
+            pack_layers(packs, member.linears, stacked)  # type: ignore[arg-type]
 
 
 def fuse(transforms: list) -> list:
@@ -669,11 +680,12 @@ class _Fused(torch.autograd.Function):
             g_x = next(grads) if needs[0] else None
             return (g_x, None, None, *(next(grads) if n else None for n in needs[3:]))
         layout = ctx.run.layout
+        lead = params[0].dim() - 1  # a StackedFlows holder's (K, N) tensor: 1
         if layout is not None:
             params = layout.cached_views(params[0])
         g_x, grads = ctx.run._backward(
             ctx.saved, ctx.spec, params, g_y, g_total.unsqueeze(-1), needs[0]
         )
         if layout is not None:  # every layer's gradients, concatenated in ONE call
-            return g_x, None, None, flatten_dense_tensors(grads)
+            return g_x, None, None, flatten_dense_tensors(grads, lead)
         return (g_x, None, None, *grads)

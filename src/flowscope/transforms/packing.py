@@ -25,8 +25,16 @@ made for the layer's class (the device ``torch.nn.utils.parametrize`` uses).  Wh
 * assigning a new ``layer.weight = nn.Parameter(...)`` unpacks that layer first (its slot in
   the flat tensor is then unused); :func:`unpack` turns a whole module back into plain layers
   (``StackedFlows`` does, before stacking K components);
-* a packed layer holds its ``Packs`` as the submodule ``pack`` (a layer moved into another
-  container brings its storage along), and pickles (``torch.save(model)``) and deep-copies.
+* a packed layer holds the flat tensor in its submodule ``pack`` too (a tied parameter: a
+  layer moved into another container brings its storage along), and pickles
+  (``torch.save(model)``) and deep-copies;
+* ``torch.func.functional_call`` with the flat tensor swaps it in every layer and restores
+  the model's own afterwards (see :class:`_PackRef`).
+
+A ``StackedFlows`` holder (``mixture_batched.py``) packs its K stacked components into ONE
+``(K, N)`` tensor the same way (``pack_layers(..., stacked=K)``): each layer's slot is a
+column range, read as a ``(K, *shape)`` view, and row ``k`` is component ``k``'s packed
+tensor.
 """
 
 from __future__ import annotations
@@ -79,24 +87,47 @@ class Packs(nn.Module):
         pass  # the layers load their slots; nothing of ours is missing
 
 
+class _PackRef(nn.Module):
+    """A packed layer's submodule ``pack``: holds the SAME flat ``Parameter`` as its ``Packs``.
+
+    So every module tree that holds the layer holds the flat tensor: a layer moved into another
+    ``Compose`` or ``nn.ModuleList`` is still trained and converted with it (a tied parameter,
+    listed once by ``parameters()``).  Not the ``Packs`` itself: one module registered under
+    several parents is a module with several names, and ``torch.func.functional_call`` (torch
+    2.13, ``tie_weights=True``, its default) swaps it once per name and restores it once per
+    name, the later restores putting the replacement back, so the model kept the tensor it was
+    called with instead of its own parameter (checked in tests/test_packing.py).  A tied
+    parameter in distinct modules is swapped and restored correctly.  Left out of the state
+    dict, like ``Packs``.
+    """
+
+    def __init__(self, flat: nn.Parameter) -> None:
+        super().__init__()
+        self.flat = flat
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        pass
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        pass
+
+
 class _Packed:
     """Mixin of the packed layer classes: ``weight``/``bias`` are views of a flat tensor.
 
     The instance attribute ``_pack_slots = (packs, key, {name: (offset, shape)})`` says where;
-    the flat tensor is read from ``packs`` at every access, so ``torch.func.functional_call``
-    (which swaps it inside ``packs``) and ``.to()`` are seen.  ``packs`` is also the layer's
-    submodule ``pack``: every module tree that holds the layer holds the flat tensor, so a
-    layer moved into another ``Compose`` or ``nn.ModuleList`` is still trained and converted
-    with it (shared, as any submodule shared by two parents).
+    the flat tensor is read at every access from the layer's submodule ``pack`` (a
+    :class:`_PackRef`, holding the same tensor as ``packs``), which is in every module tree that
+    calls the layer: ``torch.func.functional_call`` (which swaps every name of a tied tensor)
+    and ``.to()`` are seen, also for a layer moved into another container.
     """
 
     _pack_slots: tuple[Packs, str, dict[str, tuple[int, tuple[int, ...]]]]
     _unpacked: type[nn.Module]
 
     def _slot(self, name: str) -> Tensor:
-        packs, key, spans = self._pack_slots
-        offset, shape = spans[name]
-        return _view(getattr(packs, key), offset, shape)
+        offset, shape = self._pack_slots[2][name]
+        return _view(self._modules["pack"].flat, offset, shape)  # type: ignore[union-attr]
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _NAMES:
@@ -157,8 +188,13 @@ class _Packed:
 
 
 def _view(flat: Tensor, offset: int, shape: tuple[int, ...]) -> Tensor:
-    """The slot ``(offset, shape)`` of a flat tensor (or of its gradient)."""
-    return flat[offset : offset + math.prod(shape)].view(shape)
+    """The slot ``(offset, shape)`` of a flat tensor (or of its gradient), on its LAST axis.
+
+    A ``(N,)`` tensor gives ``shape``; a ``StackedFlows`` holder's ``(K, N)`` tensor gives
+    ``(K, *shape)`` (a strided view: every component's slot is contiguous), and its per-component
+    ``(N,)`` slices under ``vmap`` give ``shape`` again.
+    """
+    return flat.narrow(-1, offset, math.prod(shape)).unflatten(-1, shape)
 
 
 _classes: dict[type, type] = {}
@@ -187,12 +223,14 @@ def plain_type(module: nn.Module) -> type:
     return getattr(type(module), "_unpacked", type(module))
 
 
-def pack_layers(packs: Packs, layers: list[nn.Module]) -> bool:
+def pack_layers(packs: Packs, layers: list[nn.Module], stacked: int | None = None) -> bool:
     """Move the ``weight`` and ``bias`` of ``layers`` (in order) into one new tensor of ``packs``.
 
     Skipped (False) unless every layer holds both as its own parameters with one dtype, device
     and ``requires_grad`` (a layer already packed elsewhere, e.g. shared by two flows, or a
-    partly frozen run stays as it is).
+    partly frozen run stays as it is).  ``stacked=K``: the parameters are a ``StackedFlows``
+    holder's ``(K, *shape)`` stacks, packed into ONE ``(K, N)`` tensor (each layer's slot a
+    column range, so that ``flat[k]`` is component ``k``'s own packed tensor).
     """
     params = [layer._parameters.get(name) for layer in layers for name in _NAMES]
     if not params or any(type(p) is not nn.Parameter for p in params):
@@ -203,8 +241,12 @@ def pack_layers(packs: Packs, layers: list[nn.Module]) -> bool:
         for p in params
     ):
         return False
+    lead: tuple[int, ...] = () if stacked is None else (stacked,)
+    if any(tuple(p.shape[: len(lead)]) != lead for p in params):
+        return False
     flat = nn.Parameter(
-        torch.cat([p.detach().reshape(-1) for p in params]), requires_grad=first.requires_grad
+        torch.cat([p.detach().reshape(*lead, -1) for p in params], dim=-1),
+        requires_grad=first.requires_grad,
     )
     key = packs.add(flat)
     offset = 0
@@ -212,11 +254,12 @@ def pack_layers(packs: Packs, layers: list[nn.Module]) -> bool:
         spans = {}
         for name in _NAMES:
             p = layer._parameters.pop(name)
-            spans[name] = (offset, tuple(p.shape))
-            offset += p.numel()
+            shape = tuple(p.shape[len(lead) :])
+            spans[name] = (offset, shape)
+            offset += math.prod(shape)
         object.__setattr__(layer, "_pack_slots", (packs, key, spans))
         layer.__class__ = _packed_class(type(layer))
-        layer._modules["pack"] = packs
+        layer._modules["pack"] = _PackRef(flat)
     return True
 
 
@@ -252,8 +295,11 @@ def unpack(module: nn.Module) -> nn.Module:
 _flatten = getattr(torch._C._nn, "flatten_dense_tensors", None)
 
 
-def flatten_dense_tensors(tensors: list[Tensor]) -> Tensor:
-    """``torch.cat([t.reshape(-1) for t in tensors])``."""
+def flatten_dense_tensors(tensors: list[Tensor], lead: int = 0) -> Tensor:
+    """``torch.cat([t.reshape(-1) for t in tensors])``; with ``lead`` leading axes kept (the
+    gradient of a ``(K, N)`` stacked tensor), ``torch.cat([t.flatten(lead) ...], dim=-1)``."""
+    if lead:
+        return torch.cat([t.flatten(lead) for t in tensors], dim=-1)
     if _flatten is not None:
         return _flatten(tensors)
     return torch.cat([t.reshape(-1) for t in tensors])
@@ -262,12 +308,15 @@ def flatten_dense_tensors(tensors: list[Tensor]) -> Tensor:
 class Layout:
     """Where each ``weight, bias`` of a run's layers lies in ONE flat tensor of a ``Packs``."""
 
-    def __init__(self, packs: Packs, key: str, spans: list[tuple[int, tuple[int, ...]]]) -> None:
+    def __init__(
+        self, packs: Packs, key: str, spans: list[tuple[int, tuple[int, ...]]], ref: nn.Module
+    ) -> None:
         self.packs, self.key, self.spans = packs, key, spans
+        self.ref = ref  # the first layer's ``pack`` (a _PackRef): read like the layers read
         self._cache: tuple[Tensor, tuple, list[Tensor]] | None = None
 
     def flat(self) -> Tensor:
-        return getattr(self.packs, self.key)
+        return self.ref.flat  # type: ignore[return-value]
 
     def views(self, flat: Tensor) -> list[Tensor]:
         """``[w_0, b_0, w_1, b_1, ...]`` as views of ``flat`` (with autograd when enabled)."""
@@ -304,14 +353,15 @@ def layout(layers: list[nn.Module]) -> Layout | None:
         spans += [slots[name] for name in _NAMES]
     if owner is None:
         return None
+    ref = layers[0]._modules["pack"]
     expected = 0
     for offset, shape in spans:
         if offset != expected:
             return None
         expected += math.prod(shape)
-    if expected != getattr(owner[0], owner[1]).numel():
+    if expected != ref.flat.shape[-1]:  # type: ignore[union-attr]
         return None
-    return Layout(owner[0], owner[1], spans)
+    return Layout(owner[0], owner[1], spans, ref)  # type: ignore[arg-type]
 
 
 def _layer_tensors(module: nn.Module, grads: bool) -> dict[str, Tensor | None]:
@@ -320,12 +370,12 @@ def _layer_tensors(module: nn.Module, grads: bool) -> dict[str, Tensor | None]:
     for prefix, m in module.named_modules(remove_duplicate=False):
         dot = prefix + "." if prefix else ""
         if isinstance(m, _Packed):
-            packs, key, spans = m._pack_slots
-            flat = getattr(packs, key)
+            spans = m._pack_slots[2]
+            flat = m._modules["pack"].flat
             source = flat.grad if grads else flat
             for name, (offset, shape) in spans.items():
                 out[dot + name] = None if source is None else _view(source, offset, shape)
-        elif not isinstance(m, Packs):
+        elif not isinstance(m, (Packs, _PackRef)):
             for name, p in m._parameters.items():
                 if p is not None:
                     out[dot + name] = p.grad if grads else p
