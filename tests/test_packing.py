@@ -136,6 +136,50 @@ def test_functional_call_swaps_the_flat_tensor_and_gives_the_model_its_own_back(
     assert transform.get_parameter(name) is own
 
 
+class _LogProb(nn.Module):
+    def __init__(self, flow: nn.Module) -> None:
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flow.log_prob(x)
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDS))
+def test_torch_func_recipes_on_packed_flows(kind: str) -> None:
+    # torch's own recipes: per-example gradients (vmap of grad over functional_call) and model
+    # ensembling (stack_module_state, a copy moved to "meta", vmap over functional_call).
+    # ``.to("meta")`` makes a new Parameter per module that holds one: Compose ties the packed
+    # layers' handles to its Packs entry again, or the copy would read its own stale tensors.
+    import copy
+
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    torch.manual_seed(0)
+    model = _LogProb(BUILDS[kind]())
+    d = model.flow.shape[0]
+    xs = torch.randn(4, d)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    per_example = vmap(
+        grad(lambda p, x: functional_call(model, p, (x[None],)).sum()), in_dims=(None, 0)
+    )(params, xs)
+    for i in range(4):
+        model.zero_grad()
+        model(xs[i : i + 1]).sum().backward()
+        for k, p in model.named_parameters():
+            torch.testing.assert_close(per_example[k][i], p.grad, atol=1e-5, rtol=1e-5)
+    members = [_LogProb(BUILDS[kind]()) for _ in range(3)]
+    stacked, buffers = stack_module_state(members)
+    base = copy.deepcopy(members[0]).to("meta")
+    flat = base.flow.transform.packed.get_parameter("0")
+    layers = [m for m in base.modules() if hasattr(m, "_pack_slots")]
+    assert flat.is_meta and layers and all(m.pack.flat is flat for m in layers)
+    out = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), in_dims=(0, 0, None))(
+        stacked, buffers, xs
+    )
+    torch.testing.assert_close(out, torch.stack([m(xs) for m in members]).detach())
+
+
 def test_layer_level_edits_act_on_the_packed_numbers() -> None:
     flow = BUILDS["realnvp"]()
     layer = flow.transform.transforms[1].net[2]

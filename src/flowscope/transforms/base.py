@@ -99,6 +99,16 @@ class Compose(Transform):
         self._fused_key: tuple | None = None
         self._fused: list = []
 
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN201 - nn.Module's signature
+        # A conversion that makes new Parameter objects (``.to("meta")``, another device type)
+        # makes one per module holding a tensor: the packed layers' handles would each get
+        # their own copy of the flat tensor.  Tie them to the Packs entry again.
+        out = super()._apply(fn, recurse)
+        from .packing import retie
+
+        retie(self.packed, self)
+        return out
+
     def _members(self, x: Tensor, context: Tensor | None) -> Iterable:
         """The members, each maximal run of fusable couplings as one (``transforms/fused.py``).
 

@@ -54,6 +54,7 @@ __all__ = [
     "unpacked_grads",
     "plain_type",
     "flatten_dense_tensors",
+    "retie",
 ]
 
 _NAMES = ("weight", "bias")
@@ -261,6 +262,22 @@ def pack_layers(packs: Packs, layers: list[nn.Module], stacked: int | None = Non
         layer.__class__ = _packed_class(type(layer))
         layer._modules["pack"] = _PackRef(flat)
     return True
+
+
+def retie(packs: Packs, root: nn.Module) -> None:
+    """Point every packed layer of ``packs`` under ``root`` at the ``Packs`` entry again.
+
+    ``nn.Module._apply`` converts in place (``.data``, ``swap_tensors``) where it can, which
+    keeps the tie; where it cannot (``.to("meta")``, a change of device type) it makes a new
+    ``Parameter`` for each module holding one, and the layers' handles and the ``Packs`` entry
+    would part (``Compose._apply`` calls this afterwards).
+    """
+    for m in root.modules():
+        if isinstance(m, _Packed) and m._pack_slots[0] is packs:
+            flat = getattr(packs, m._pack_slots[1], None)
+            ref = m._modules["pack"]
+            if flat is not None and ref is not None and ref._parameters["flat"] is not flat:
+                ref._parameters["flat"] = flat
 
 
 def _unpack_layer(layer: nn.Module) -> None:
