@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.module import register_module_module_registration_hook
 
-from .._checks import _tracing, check_event_shape
+from .._checks import check_event_shape
 from ..nets import MLP
 from .autoregressive import MaskedAutoregressive
 from .coupling import Coupling
@@ -178,16 +178,12 @@ class _Run:
         grad = torch.is_grad_enabled()
         if self.layout is not None:
             flat = self.layout.flat()
-            if _tracing(flat):  # torch.func.functional_call with transformed parameters
-                return self._plain(x)
             if grad and (x.requires_grad or flat.requires_grad):
                 return _Fused.apply(x, self, spec, flat)
             return self._run(x, spec, self.layout.cached_views(flat), None)
         if self._dicts is None:  # partly packed (a layer was replaced): layer by layer
             return self._plain(x)
         params = self._params()
-        if any(_tracing(p) for p in params):
-            return self._plain(x)
         if grad and (x.requires_grad or any(p.requires_grad for p in params)):
             return _Fused.apply(x, self, spec, *params)
         return self._run(x, spec, params, None)
