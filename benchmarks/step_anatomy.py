@@ -1,10 +1,13 @@
 """Where a training step goes: forward, forward + backward, and the full fused-Adam step.
 
-    nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/step_anatomy.py W1
+    taskset -c 0 env OMP_NUM_THREADS=1 python benchmarks/step_anatomy.py W1 [--allocator tuned]
 
 Builds the workload's model in every installed library (workloads.py), then times, interleaved
 over 5 rounds (CPU time, median), ``log_prob(x).mean()``, the same with ``backward()``, and the
 full step with torch's fused Adam (the benchmark's optimizer), in ms per step.
+``--allocator tuned`` fixes glibc's malloc thresholds first, as ``run.py --allocator tuned``
+(the latest table's setting) does: without it the peers page-fault more and the ratios come out
+higher (W1b in stop 20: 1.59x without, 1.52x with).
 """
 
 from __future__ import annotations
@@ -66,4 +69,11 @@ def main(workload: str = "W1") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    args = sys.argv[1:]
+    if args[1:3] == ["--allocator", "tuned"]:
+        from flowscope.allocator import tune_cpu_allocator
+
+        tune_cpu_allocator()
+    elif args[1:]:
+        sys.exit(f"usage: step_anatomy.py W1|W1b|W2 [--allocator tuned]; got {args}")
+    main(*args[:1])
