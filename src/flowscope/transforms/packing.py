@@ -325,10 +325,8 @@ def flatten_dense_tensors(tensors: list[Tensor], lead: int = 0) -> Tensor:
 class Layout:
     """Where each ``weight, bias`` of a run's layers lies in ONE flat tensor of a ``Packs``."""
 
-    def __init__(
-        self, packs: Packs, key: str, spans: list[tuple[int, tuple[int, ...]]], ref: nn.Module
-    ) -> None:
-        self.packs, self.key, self.spans = packs, key, spans
+    def __init__(self, spans: list[tuple[int, tuple[int, ...]]], ref: nn.Module) -> None:
+        self.spans = spans
         self.ref = ref  # the first layer's ``pack`` (a _PackRef): read like the layers read
         self._cache: tuple[Tensor, tuple, list[Tensor]] | None = None
 
@@ -378,7 +376,7 @@ def layout(layers: list[nn.Module]) -> Layout | None:
         expected += math.prod(shape)
     if expected != ref.flat.shape[-1]:  # type: ignore[union-attr]
         return None
-    return Layout(owner[0], owner[1], spans, ref)  # type: ignore[arg-type]
+    return Layout(spans, ref)  # type: ignore[arg-type]
 
 
 def _layer_tensors(module: nn.Module, grads: bool) -> dict[str, Tensor | None]:
